@@ -1,0 +1,167 @@
+"""Registry, shared servers and result files for the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from krakenfeed.embedded import EmbeddedKafka, EmbeddedPostgres
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Servers:
+    kafka: EmbeddedKafka
+    postgres: EmbeddedPostgres
+
+
+@dataclass
+class Measurement:
+    """One quantity measured for krakenfeed and for its baseline in the same run."""
+
+    metric: str
+    unit: str
+    krakenfeed: float
+    baseline: float
+    baseline_name: str
+    higher_is_better: bool = True
+    target_ratio: float | None = None
+    """The ratio krakenfeed/baseline the issue asks for, when it sets one."""
+
+    @property
+    def ratio(self) -> float:
+        return self.krakenfeed / self.baseline if self.baseline else float("nan")
+
+    @property
+    def verdict(self) -> str:
+        if self.target_ratio is None:
+            return ""
+        met = (
+            self.ratio >= self.target_ratio
+            if self.higher_is_better
+            else self.ratio <= self.target_ratio
+        )
+        return "met" if met else "MISSED"
+
+
+@dataclass
+class Result:
+    name: str
+    description: str
+    measurements: list[Measurement]
+    details: dict[str, object] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+Benchmark = Callable[[Servers], Result]
+REGISTRY: dict[str, Benchmark] = {}
+
+
+def benchmark(name: str) -> Callable[[Benchmark], Benchmark]:
+    def register(function: Benchmark) -> Benchmark:
+        REGISTRY[name] = function
+        return function
+
+    return register
+
+
+def machine() -> dict[str, object]:
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def run(names: list[str]) -> list[Result]:
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; known: {', '.join(REGISTRY)}")
+    selected = names or list(REGISTRY)
+    results = []
+    with EmbeddedKafka() as kafka, EmbeddedPostgres(durable=False) as postgres:
+        # Servers keep both cores; the measured client is pinned to one.
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+        servers = Servers(kafka, postgres)
+        for name in selected:
+            started = time.perf_counter()
+            result = REGISTRY[name](servers)
+            result.seconds = round(time.perf_counter() - started, 2)
+            results.append(result)
+            print(render_markdown([result], header=False), flush=True)
+    return results
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
+
+
+def render_markdown(results: list[Result], header: bool = True) -> str:
+    lines = []
+    if header:
+        info = machine()
+        lines += [
+            "# Benchmark results",
+            "",
+            f"{info['date']} · {info['cpu']} · {info['cores']} cores · Python {info['python']}",
+            "",
+        ]
+    lines += [
+        "| benchmark | metric | krakenfeed | baseline | ratio | target |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for result in results:
+        for m in result.measurements:
+            target = "" if m.target_ratio is None else f"≥ {m.target_ratio}× ({m.verdict})"
+            if m.target_ratio is not None and not m.higher_is_better:
+                target = f"≤ {m.target_ratio}× ({m.verdict})"
+            lines.append(
+                f"| {result.name} | {m.metric} ({m.unit}) | {_fmt(m.krakenfeed)} "
+                f"| {_fmt(m.baseline)} ({m.baseline_name}) | {m.ratio:.2f}× | {target} |"
+            )
+    return "\n".join(lines)
+
+
+def write_results(results: list[Result]) -> None:
+    """Merge into latest.json (so one benchmark can be re-run alone) and rewrite latest.md."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "latest.json"
+    stored = json.loads(path.read_text()) if path.exists() else {"results": {}}
+    stored["machine"] = machine()
+    for result in results:
+        entry = asdict(result)
+        for data, m in zip(entry["measurements"], result.measurements, strict=True):
+            data["ratio"] = round(m.ratio, 4)
+            data["verdict"] = m.verdict
+        stored["results"][result.name] = entry
+    path.write_text(json.dumps(stored, indent=2) + "\n")
+    everything = [
+        Result(
+            name=r["name"],
+            description=r["description"],
+            details=r["details"],
+            seconds=r["seconds"],
+            measurements=[
+                Measurement(**{k: v for k, v in m.items() if k not in ("ratio", "verdict")})
+                for m in r["measurements"]
+            ],
+        )
+        for r in stored["results"].values()
+    ]
+    (RESULTS / "latest.md").write_text(render_markdown(everything) + "\n")

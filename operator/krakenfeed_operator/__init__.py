@@ -1,0 +1,1 @@
+"""The krakenfeed operator: turns KrakenFeed resources into running workers."""

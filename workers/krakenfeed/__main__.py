@@ -1,0 +1,5 @@
+import sys
+
+from krakenfeed.cli import main
+
+sys.exit(main())

@@ -1,0 +1,92 @@
+"""Command-line flags and their environment variables.
+
+Every flag ``--some-flag`` of every ``krakenfeed`` subcommand may also be given as
+``KRAKENFEED_SOME_FLAG``; the operator configures workers through those variables.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+ENV_PREFIX: Final = "KRAKENFEED_"
+
+
+def env_var(flag: str) -> str:
+    """``--some-flag`` → ``KRAKENFEED_SOME_FLAG``."""
+    name = flag.removeprefix("--")
+    if not name or name.startswith("-"):
+        raise ValueError(f"{flag!r} is not a long flag")
+    return ENV_PREFIX + name.replace("-", "_").upper()
+
+
+class Option(msgspec.Struct, frozen=True, kw_only=True):
+    """One flag of a subcommand; the CLI and the operator both read these."""
+
+    flag: str
+    help: str
+    default: str | None = None
+    choices: tuple[str, ...] = ()
+    """For a list option, the values each element may take."""
+    is_list: bool = False
+    """A comma-separated list, such as ``--products PF_XBTUSD,PI_XBTUSD``."""
+    required: bool = False
+    secret: bool = False
+    """Never echoed in errors or logs."""
+
+    @property
+    def env(self) -> str:
+        return env_var(self.flag)
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+COMMON_OPTIONS: Final = (
+    Option(
+        flag="--namespace",
+        default="local",
+        help="namespace of the KrakenFeed; outside Kubernetes it is 'local'",
+    ),
+    Option(flag="--feed", required=True, help="name of the KrakenFeed"),
+    Option(
+        flag="--broker",
+        default="127.0.0.1:9092",
+        help="Kafka bootstrap servers, a comma-separated host:port list",
+    ),
+)
+
+POSTGRES_OPTIONS: Final = (
+    Option(
+        flag="--postgres-url",
+        secret=True,
+        help=(
+            "libpq connection URL; when absent the libpq variables PGHOST, PGPORT, "
+            "PGDATABASE, PGUSER and PGPASSWORD apply (the keys of a CloudNativePG "
+            "<cluster>-app secret)"
+        ),
+    ),
+)
+
+POSTGRES_ENV_VARS: Final = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD")
+"""libpq reads these itself; the operator maps the CloudNativePG secret onto them."""
+
+INGEST_OPTIONS: Final = (
+    Option(flag="--api", required=True, choices=("futures", "spot"), help="Kraken API to read"),
+    Option(
+        flag="--channels",
+        is_list=True,
+        default="ticker,trade",
+        choices=("ticker", "trade"),
+        help="comma-separated channels to subscribe to",
+    ),
+    Option(
+        flag="--products",
+        is_list=True,
+        required=True,
+        help="comma-separated product ids as Kraken spells them (PF_XBTUSD, BTC/USD)",
+    ),
+    Option(flag="--url", help="WebSocket URL; defaults to Kraken's public endpoint for --api"),
+)

@@ -23,10 +23,12 @@ from krakenfeed.contracts.options import (
     env_var,
 )
 from krakenfeed.contracts.records import (
+    Anomaly,
     DeadLetter,
     DeadLetterReason,
     QualityEvent,
     QualityKind,
+    Severity,
     Source,
     Ticker,
     Trade,
@@ -79,6 +81,7 @@ __all__ = [
     "TICKER",
     "TOPIC_CONFIG",
     "TRADES",
+    "Anomaly",
     "DeadLetter",
     "DeadLetterReason",
     "FeedId",
@@ -86,6 +89,7 @@ __all__ = [
     "Option",
     "QualityEvent",
     "QualityKind",
+    "Severity",
     "Source",
     "SourceSpec",
     "SpecError",

@@ -98,8 +98,39 @@ class QualityEvent(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     attributes: dict[str, str | int | float | bool | None] = {}
 
 
-AnyRecord = Ticker | Trade | DeadLetter | QualityEvent
-R = TypeVar("R", Ticker, Trade, DeadLetter, QualityEvent)
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Anomaly(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A detector's finding. Deterministic given the input, except ``detected_time_ns``
+    and ``trace_id``."""
+
+    feed: str
+    product: str
+    detector: str
+    event_time_ms: int
+    """The market time of the value that triggered it (Kafka timestamp of the input)."""
+    detected_time_ns: int
+    value: float
+    baseline_low: float
+    baseline_high: float
+    """The range the detector expected ``value`` to fall in."""
+    score: float
+    severity: Severity
+    context: dict[str, float | int | str | None] = {}
+    """The features at that moment."""
+    trace_id: str | None = None
+
+    @property
+    def exchange_time_ms(self) -> int:
+        return self.event_time_ms
+
+
+AnyRecord = Ticker | Trade | DeadLetter | QualityEvent | Anomaly
+R = TypeVar("R", Ticker, Trade, DeadLetter, QualityEvent, Anomaly)
 
 _encoder = msgspec.json.Encoder()
 

@@ -12,20 +12,15 @@ from __future__ import annotations
 
 import os
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-# conftest is imported before pytest applies the ini filters; quixstreams pulls in
-# authlib's httpx client (for Quix Cloud), which warns on import.
-warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+import psycopg
+import pytest
+from psycopg import sql
 
-import psycopg  # noqa: E402
-import pytest  # noqa: E402
-from psycopg import sql  # noqa: E402
-
-from krakenfeed.contracts import FeedId  # noqa: E402
-from krakenfeed.embedded import EmbeddedKafka, EmbeddedPostgres  # noqa: E402
+from krakenfeed.contracts import FeedId
+from krakenfeed.embedded import EmbeddedKafka, EmbeddedPostgres
 
 KAFKA_OVERRIDE = "KRAKENFEED_TEST_KAFKA"
 POSTGRES_OVERRIDE = "KRAKENFEED_TEST_POSTGRES_URL"

@@ -6,12 +6,18 @@ configured here, so producer durability and topic settings live in one place.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from quixstreams import Application
-from quixstreams.kafka import Producer
-from quixstreams.models import Topic, TopicConfig
+with warnings.catch_warnings():
+    # quixstreams imports authlib's httpx client (for Quix Cloud, unused here), which
+    # installs an "always" filter and warns on import; keep both out of our processes.
+    warnings.simplefilter("ignore")
+    from quixstreams import Application
+    from quixstreams.kafka import Producer
+    from quixstreams.models import Topic, TopicConfig
+    from quixstreams.sinks import BatchingSink, SinkBatch
 
 from krakenfeed.contracts import (
     TOPIC_CONFIG,
@@ -23,6 +29,17 @@ from krakenfeed.contracts import (
     topic,
 )
 from krakenfeed.contracts.records import AnyRecord
+
+__all__ = [
+    "PRODUCER_CONFIG",
+    "Application",
+    "BatchingSink",
+    "Producer",
+    "SinkBatch",
+    "contract_topic",
+    "make_application",
+    "produce_records",
+]
 
 PRODUCER_CONFIG: dict[str, Any] = {
     "acks": "all",

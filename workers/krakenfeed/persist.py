@@ -7,10 +7,8 @@ after the sink has flushed the rows they cover.
 
 from __future__ import annotations
 
-from quixstreams import Application
-
 from krakenfeed.contracts import FeedId, Stream, consumer_group
-from krakenfeed.kafka import contract_topic, make_application
+from krakenfeed.kafka import Application, contract_topic, make_application
 from krakenfeed.store import PostgresSink
 
 MARKET_STREAMS = (Stream.TICKER, Stream.TRADE)

@@ -50,6 +50,7 @@ from krakenfeed.contracts.spec import (
     SourceSpec,
     SpecError,
     parse_spec,
+    product_id_problem,
 )
 from krakenfeed.contracts.tables import (
     ANOMALIES,
@@ -102,6 +103,7 @@ __all__ = [
     "encode_record",
     "env_var",
     "parse_spec",
+    "product_id_problem",
     "quality_event_id",
     "record_key",
     "record_timestamp_ms",

@@ -6,7 +6,7 @@ Every flag ``--some-flag`` of every ``krakenfeed`` subcommand may also be given 
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 
@@ -31,6 +31,8 @@ class Option(msgspec.Struct, frozen=True, kw_only=True):
     """For a list option, the values each element may take."""
     is_list: bool = False
     """A comma-separated list, such as ``--products PF_XBTUSD,PI_XBTUSD``."""
+    value_type: Literal["str", "int", "float"] = "str"
+    minimum: float | None = None
     required: bool = False
     secret: bool = False
     """Never echoed in errors or logs."""
@@ -89,4 +91,25 @@ INGEST_OPTIONS: Final = (
         help="comma-separated product ids as Kraken spells them (PF_XBTUSD, BTC/USD)",
     ),
     Option(flag="--url", help="WebSocket URL; defaults to Kraken's public endpoint for --api"),
+    Option(
+        flag="--max-clock-skew-ms",
+        default="5000",
+        value_type="int",
+        minimum=0,
+        help=(
+            "largest accepted |exchange time - receive time| of a live frame, in ms;"
+            " 0 disables the check (snapshots are always exempt)"
+        ),
+    ),
+    Option(
+        flag="--capture",
+        help="also write every raw frame with its receive time to this JSON-lines file (.gz ok)",
+    ),
+    Option(
+        flag="--ping-interval-s",
+        default="20",
+        value_type="float",
+        minimum=1,
+        help="seconds between WebSocket protocol pings (Kraken wants one at least every 60 s)",
+    ),
 )

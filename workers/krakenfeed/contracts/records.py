@@ -83,6 +83,10 @@ class QualityKind(StrEnum):
     RECONNECT = "reconnect"
     STALE_PRODUCT = "stale_product"
     SUBSCRIPTION_REJECTED = "subscription_rejected"
+    PROTOCOL_ERROR = "protocol_error"
+    """An error frame from Kraken that answers no subscription, such as a rate limit."""
+    EXCHANGE_STATUS = "exchange_status"
+    """Kraken reported a system state other than ``online``."""
     DEAD_LETTER = "dead_letter"
 
 

@@ -29,6 +29,14 @@ _PRODUCT_PATTERNS: Final[dict[str, re.Pattern[str]]] = {
 }
 _PRODUCT_EXAMPLES: Final = {"futures": "PF_XBTUSD", "spot": "BTC/USD"}
 
+
+def product_id_problem(api: str, product: str) -> str | None:
+    """Why ``product`` cannot be a product id of ``api``, or None when it can."""
+    if not _PRODUCT_PATTERNS[api].match(product):
+        return f"{product!r} is not a {api} product id (expected the form {_PRODUCT_EXAMPLES[api]})"
+    return None
+
+
 ProductId = Annotated[
     str,
     Meta(
@@ -64,13 +72,10 @@ class SourceSpec(
     ) = None
 
     def __post_init__(self) -> None:
-        pattern = _PRODUCT_PATTERNS[self.api]
         for index, product in enumerate(self.products):
-            if not pattern.match(product):
-                raise ValueError(
-                    f"products[{index}] {product!r} is not a {self.api} product id "
-                    f"(expected the form {_PRODUCT_EXAMPLES[self.api]})"
-                )
+            problem = product_id_problem(self.api, product)
+            if problem:
+                raise ValueError(f"products[{index}] {problem}")
         for name, values in (("products", self.products), ("channels", self.channels)):
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} lists a value twice: {values}")

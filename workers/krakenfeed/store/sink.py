@@ -15,10 +15,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from quixstreams.sinks import BatchingSink, SinkBatch
 
 from krakenfeed.contracts import TICKER, TRADES, FeedId, Stream, TableKey, Ticker, Trade, topic
 from krakenfeed.contracts.records import R, decode_record
+from krakenfeed.kafka import BatchingSink, SinkBatch
 from krakenfeed.store.migrate import migrate
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,536 @@
+"""Kraken's two WebSocket dialects: requests out, contract records in.
+
+Pure: a protocol object turns one raw frame and its receive time into contract
+records (``Ticker``/``Trade``), ``DeadLetter``s for anything invalid and
+``QualityEvent``s for what the feed itself reports. It never touches a socket.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from krakenfeed.contracts import (
+    DeadLetter,
+    DeadLetterReason,
+    QualityEvent,
+    QualityKind,
+    Ticker,
+    Trade,
+)
+from krakenfeed.contracts.records import Source
+from krakenfeed.ingest.frames import (
+    FuturesData,
+    FuturesEvent,
+    FuturesHeartbeat,
+    FuturesTicker,
+    FuturesTrade,
+    FuturesTradeItem,
+    FuturesTradeSnapshot,
+    SpotBareError,
+    SpotData,
+    SpotHeartbeat,
+    SpotResponse,
+    SpotStatus,
+    SpotTicker,
+    SpotTickerItem,
+    SpotTrade,
+    SpotTradeItem,
+)
+from krakenfeed.ingest.metrics import IngestMetrics
+
+Output = Ticker | Trade | DeadLetter | QualityEvent
+
+FUTURES_URL = "wss://futures.kraken.com/ws/v1"
+SPOT_URL = "wss://ws.kraken.com/v2"
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    max_clock_skew_ms: int = 5_000
+    """Largest accepted |exchange time - receive time| for live frames; 0 disables.
+    Snapshots are history and are exempt."""
+
+
+@dataclass
+class Subscriptions:
+    """Ack state of every (channel, product) this connection asked for."""
+
+    pending: set[tuple[str, str]] = field(default_factory=set)
+    active: set[tuple[str, str]] = field(default_factory=set)
+    rejected: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def request(self, channels: Iterable[str], products: Iterable[str]) -> None:
+        self.pending.update((c, p) for c in channels for p in products)
+
+    def ack(self, channel: str, product: str) -> None:
+        self.pending.discard((channel, product))
+        self.active.add((channel, product))
+
+    def reject(self, channel: str, product: str, message: str) -> None:
+        self.pending.discard((channel, product))
+        self.rejected[(channel, product)] = message
+
+    @property
+    def settled(self) -> bool:
+        return not self.pending
+
+
+class KrakenProtocol(ABC):
+    api: Source
+    default_url: str
+
+    def __init__(
+        self,
+        products: Iterable[str],
+        channels: Iterable[str],
+        settings: ValidationSettings | None = None,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        self.products = tuple(dict.fromkeys(products))
+        self.channels = tuple(dict.fromkeys(channels))
+        self._known = frozenset(self.products)
+        self.settings = settings or ValidationSettings()
+        self.metrics = metrics or IngestMetrics()
+        self.subscriptions = Subscriptions()
+        self._last_trade_id: dict[str, int] = {}
+
+    @abstractmethod
+    def subscribe_requests(self) -> list[bytes]:
+        """The requests to send after connecting; they also mark those acks pending."""
+
+    @abstractmethod
+    def handle(self, raw: bytes, received_ns: int) -> list[Output]:
+        """Decode, validate and normalise one frame."""
+
+    # -- shared validation -------------------------------------------------
+
+    def _dead(
+        self,
+        raw: bytes,
+        received_ns: int,
+        reason: DeadLetterReason,
+        detail: str,
+        product: str | None = None,
+        exchange_ms: int | None = None,
+    ) -> DeadLetter:
+        self.metrics.invalid[reason] += 1
+        return DeadLetter(
+            source=self.api,
+            received_time_ns=received_ns,
+            reason=reason,
+            detail=detail,
+            raw=raw.decode("utf-8", "replace"),
+            product=product,
+            exchange_time_ms=exchange_ms,
+        )
+
+    def _quality(
+        self,
+        kind: QualityKind,
+        received_ns: int,
+        detail: str,
+        product: str | None = None,
+        **attributes: str | int | float | bool | None,
+    ) -> QualityEvent:
+        return QualityEvent(
+            source=self.api,
+            kind=kind,
+            received_time_ns=received_ns,
+            detail=detail,
+            product=product,
+            attributes=attributes,
+        )
+
+    def _decode_failure(self, raw: bytes, received_ns: int, exc: Exception, tag: str) -> DeadLetter:
+        if not isinstance(exc, msgspec.ValidationError):
+            return self._dead(raw, received_ns, DeadLetterReason.MALFORMED_JSON, str(exc))
+        message = str(exc)
+        unknown = message.endswith(f"at `$.{tag}`") or f"missing required field `{tag}`" in message
+        reason = DeadLetterReason.UNKNOWN_FRAME if unknown else DeadLetterReason.SCHEMA_MISMATCH
+        return self._dead(raw, received_ns, reason, message)
+
+    def _invalid_quote(
+        self, product: str, bid: float, ask: float, bid_size: float, ask_size: float
+    ) -> tuple[DeadLetterReason, str] | None:
+        if product not in self._known:
+            return DeadLetterReason.UNKNOWN_PRODUCT, f"product {product!r} was not subscribed"
+        if bid <= 0 or ask <= 0 or bid_size <= 0 or ask_size <= 0:
+            return (
+                DeadLetterReason.NON_POSITIVE,
+                f"{product}: bid {bid}, ask {ask}, bid_size {bid_size}, ask_size {ask_size}"
+                " must all be positive",
+            )
+        if bid > ask:
+            return DeadLetterReason.CROSSED_QUOTE, f"{product}: bid {bid} > ask {ask}"
+        return None
+
+    def _invalid_trade(
+        self, product: str, price: float, qty: float
+    ) -> tuple[DeadLetterReason, str] | None:
+        if product not in self._known:
+            return DeadLetterReason.UNKNOWN_PRODUCT, f"product {product!r} was not subscribed"
+        if price <= 0 or qty <= 0:
+            return (
+                DeadLetterReason.NON_POSITIVE,
+                f"{product}: price {price} and qty {qty} must be positive",
+            )
+        return None
+
+    def _skewed(self, exchange_ms: int, received_ns: int) -> tuple[DeadLetterReason, str] | None:
+        limit = self.settings.max_clock_skew_ms
+        skew = exchange_ms - received_ns // 1_000_000
+        if limit and abs(skew) > limit:
+            return (
+                DeadLetterReason.CLOCK_SKEW,
+                f"exchange time {exchange_ms} is {skew} ms from receive time (limit ±{limit} ms)",
+            )
+        return None
+
+    def _is_new_trade(self, product: str, trade_id: int) -> bool:
+        """Trades repeat when a snapshot is re-sent; ids only grow per product."""
+        last = self._last_trade_id.get(product)
+        if last is not None and trade_id <= last:
+            self.metrics.duplicates += 1
+            return False
+        self._last_trade_id[product] = trade_id
+        return True
+
+
+_BACKTICKED = re.compile(r"`([^`]+)`")
+
+
+class FuturesProtocol(KrakenProtocol):
+    """Futures v1: ``event`` frames for control, ``feed``-tagged frames for data."""
+
+    api: Source = "futures"
+    default_url = FUTURES_URL
+
+    _data = msgspec.json.Decoder(FuturesData)
+    _event = msgspec.json.Decoder(FuturesEvent)
+
+    def subscribe_requests(self) -> list[bytes]:
+        self.subscriptions.request(self.channels, self.products)
+        requests = [
+            _encode({"event": "subscribe", "feed": channel, "product_ids": list(self.products)})
+            for channel in self.channels
+        ]
+        requests.append(_encode({"event": "subscribe", "feed": "heartbeat"}))
+        return requests
+
+    def handle(self, raw: bytes, received_ns: int) -> list[Output]:
+        if b'"event"' in raw:
+            return self._on_event(raw, received_ns)
+        try:
+            frame = self._data.decode(raw)
+        except msgspec.DecodeError as exc:
+            self.metrics.frames["invalid"] += 1
+            return [self._decode_failure(raw, received_ns, exc, "feed")]
+        if type(frame) is FuturesTicker:
+            self.metrics.frames["ticker"] += 1
+            return [self._ticker(frame, raw, received_ns)]
+        if type(frame) is FuturesTrade:
+            self.metrics.frames["trade"] += 1
+            return self._trade(frame, raw, received_ns, live=True)
+        if type(frame) is FuturesTradeSnapshot:
+            self.metrics.frames["trade_snapshot"] += 1
+            out: list[Output] = []
+            for item in sorted(frame.trades, key=_by_seq):
+                out.extend(self._trade(item, raw, received_ns, live=False))
+            return out
+        assert type(frame) is FuturesHeartbeat
+        self.metrics.frames["heartbeat"] += 1
+        return []
+
+    def _ticker(self, frame: FuturesTicker, raw: bytes, received_ns: int) -> Ticker | DeadLetter:
+        product = frame.product_id
+        problem = self._invalid_quote(
+            product, frame.bid, frame.ask, frame.bid_size, frame.ask_size
+        ) or self._skewed(frame.time, received_ns)
+        if problem is not None:
+            return self._dead(raw, received_ns, *problem, product=product, exchange_ms=frame.time)
+        self.metrics.last_frame_ns[product] = received_ns
+        return Ticker(
+            source="futures",
+            product=product,
+            exchange_time_ms=frame.time,
+            received_time_ns=received_ns,
+            bid=frame.bid,
+            ask=frame.ask,
+            bid_size=frame.bid_size,
+            ask_size=frame.ask_size,
+            last=frame.last,
+            volume=frame.volume,
+            mark_price=frame.markPrice,
+            index_price=frame.index,
+            premium=frame.premium,
+            funding_rate=frame.funding_rate,
+            relative_funding_rate=frame.relative_funding_rate,
+            open_interest=frame.openInterest,
+        )
+
+    def _trade(
+        self, item: FuturesTrade | FuturesTradeItem, raw: bytes, received_ns: int, *, live: bool
+    ) -> list[Output]:
+        product = item.product_id
+        previous = self._last_trade_id.get(product)
+        if not self._is_new_trade(product, item.seq):
+            return []
+        out: list[Output] = []
+        if previous is not None and item.seq > previous + 1:
+            missing = item.seq - previous - 1
+            out.append(
+                self._quality(
+                    QualityKind.SEQUENCE_GAP,
+                    received_ns,
+                    f"{product}: trade seq jumped from {previous} to {item.seq}",
+                    product=product,
+                    previous_seq=previous,
+                    seq=item.seq,
+                    missing=missing,
+                )
+            )
+        problem = self._invalid_trade(product, item.price, item.qty) or (
+            self._skewed(item.time, received_ns) if live else None
+        )
+        if problem is not None:
+            out.append(
+                self._dead(raw, received_ns, *problem, product=product, exchange_ms=item.time)
+            )
+            return out
+        self.metrics.last_frame_ns[product] = received_ns
+        out.append(
+            Trade(
+                source="futures",
+                product=product,
+                exchange_time_ms=item.time,
+                received_time_ns=received_ns,
+                side=item.side,
+                price=item.price,
+                qty=item.qty,
+                seq=item.seq,
+                uid=item.uid,
+            )
+        )
+        return out
+
+    def _on_event(self, raw: bytes, received_ns: int) -> list[Output]:
+        try:
+            event = self._event.decode(raw)
+        except msgspec.DecodeError as exc:
+            self.metrics.frames["invalid"] += 1
+            return [self._decode_failure(raw, received_ns, exc, "event")]
+        self.metrics.frames[f"event:{event.event}"] += 1
+        products = event.product_ids or []
+        if event.event == "subscribed":
+            for product in products:
+                self.subscriptions.ack(event.feed or "", product)
+            return []
+        if event.event == "subscribed_failed":
+            return [
+                self._rejected(event.feed or "", product, "subscribed_failed", received_ns)
+                for product in products
+            ]
+        if event.event in ("alert", "error"):
+            return self._on_error(event.message or "", received_ns)
+        return []
+
+    def _on_error(self, message: str, received_ns: int) -> list[Output]:
+        named = set(_BACKTICKED.findall(message))
+        pending = [(c, p) for c, p in sorted(self.subscriptions.pending) if p in named]
+        if pending:
+            return [self._rejected(c, p, message, received_ns) for c, p in pending]
+        return [self._quality(QualityKind.PROTOCOL_ERROR, received_ns, message)]
+
+    def _rejected(self, channel: str, product: str, message: str, received_ns: int) -> QualityEvent:
+        self.subscriptions.reject(channel, product, message)
+        return self._quality(
+            QualityKind.SUBSCRIPTION_REJECTED,
+            received_ns,
+            f"Kraken refused {channel} for {product}: {message}",
+            product=product,
+            channel=channel,
+        )
+
+
+def _by_seq(item: FuturesTradeItem) -> int:
+    return item.seq
+
+
+_UNSUPPORTED_PAIR = re.compile(r"Currency pair not supported (\S+)")
+
+
+class SpotProtocol(KrakenProtocol):
+    """Spot v2: ``method`` replies to requests, ``channel``-tagged data frames."""
+
+    api: Source = "spot"
+    default_url = SPOT_URL
+
+    _data = msgspec.json.Decoder(SpotData)
+    _response = msgspec.json.Decoder(SpotResponse)
+    _bare_error = msgspec.json.Decoder(SpotBareError)
+
+    def __init__(
+        self,
+        products: Iterable[str],
+        channels: Iterable[str],
+        settings: ValidationSettings | None = None,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        super().__init__(products, channels, settings, metrics)
+        self._requests: dict[int, str] = {}
+        """req_id → channel, to attribute an error reply to its subscription."""
+
+    def subscribe_requests(self) -> list[bytes]:
+        self.subscriptions.request(self.channels, self.products)
+        requests = []
+        for req_id, channel in enumerate(self.channels, start=1):
+            params: dict[str, object] = {
+                "channel": channel,
+                "symbol": list(self.products),
+                "snapshot": True,
+            }
+            if channel == "ticker":
+                # The default trigger is trades, which hides spread moves between trades.
+                params["event_trigger"] = "bbo"
+            self._requests[req_id] = channel
+            requests.append(_encode({"method": "subscribe", "params": params, "req_id": req_id}))
+        return requests
+
+    def handle(self, raw: bytes, received_ns: int) -> list[Output]:
+        if b'"method"' in raw:
+            return self._on_response(raw, received_ns)
+        if b'"channel"' not in raw:
+            return self._on_bare(raw, received_ns)
+        try:
+            frame = self._data.decode(raw)
+        except msgspec.DecodeError as exc:
+            self.metrics.frames["invalid"] += 1
+            return [self._decode_failure(raw, received_ns, exc, "channel")]
+        if type(frame) is SpotTicker:
+            self.metrics.frames["ticker"] += 1
+            return [self._ticker(item, raw, received_ns) for item in frame.data]
+        if type(frame) is SpotTrade:
+            self.metrics.frames["trade"] += 1
+            return self._trades(frame, raw, received_ns)
+        if type(frame) is SpotStatus:
+            self.metrics.frames["status"] += 1
+            return [
+                self._quality(
+                    QualityKind.EXCHANGE_STATUS,
+                    received_ns,
+                    f"Kraken spot reports system {item.system!r}",
+                    system=item.system,
+                )
+                for item in frame.data
+                if item.system != "online"
+            ]
+        assert type(frame) is SpotHeartbeat
+        self.metrics.frames["heartbeat"] += 1
+        return []
+
+    def _ticker(self, item: SpotTickerItem, raw: bytes, received_ns: int) -> Ticker | DeadLetter:
+        problem = self._invalid_quote(item.symbol, item.bid, item.ask, item.bid_qty, item.ask_qty)
+        if problem is not None:
+            return self._dead(raw, received_ns, *problem, product=item.symbol)
+        self.metrics.last_frame_ns[item.symbol] = received_ns
+        return Ticker(
+            source="spot",
+            product=item.symbol,
+            exchange_time_ms=None,
+            received_time_ns=received_ns,
+            bid=item.bid,
+            ask=item.ask,
+            bid_size=item.bid_qty,
+            ask_size=item.ask_qty,
+            last=item.last,
+            volume=item.volume,
+        )
+
+    def _trades(self, frame: SpotTrade, raw: bytes, received_ns: int) -> list[Output]:
+        live = frame.type == "update"
+        out: list[Output] = []
+        for item in sorted(frame.data, key=_by_trade_id) if not live else frame.data:
+            if not self._is_new_trade(item.symbol, item.trade_id):
+                continue
+            exchange_ms = int(item.timestamp.timestamp() * 1000)
+            problem = self._invalid_trade(item.symbol, item.price, item.qty) or (
+                self._skewed(exchange_ms, received_ns) if live else None
+            )
+            if problem is not None:
+                out.append(
+                    self._dead(
+                        raw, received_ns, *problem, product=item.symbol, exchange_ms=exchange_ms
+                    )
+                )
+                continue
+            self.metrics.last_frame_ns[item.symbol] = received_ns
+            out.append(
+                Trade(
+                    source="spot",
+                    product=item.symbol,
+                    exchange_time_ms=exchange_ms,
+                    received_time_ns=received_ns,
+                    side=item.side,
+                    price=item.price,
+                    qty=item.qty,
+                    trade_id=item.trade_id,
+                )
+            )
+        return out
+
+    def _on_response(self, raw: bytes, received_ns: int) -> list[Output]:
+        try:
+            response = self._response.decode(raw)
+        except msgspec.DecodeError as exc:
+            self.metrics.frames["invalid"] += 1
+            return [self._decode_failure(raw, received_ns, exc, "method")]
+        self.metrics.frames[f"method:{response.method}"] += 1
+        if response.method != "subscribe":
+            return []
+        if response.success and response.result is not None:
+            if response.result.channel and response.result.symbol:
+                self.subscriptions.ack(response.result.channel, response.result.symbol)
+            return []
+        message = response.error or "subscribe failed without an error message"
+        channel = self._requests.get(response.req_id or -1)
+        pair = _UNSUPPORTED_PAIR.search(message)
+        refused = [
+            (c, p)
+            for c, p in sorted(self.subscriptions.pending)
+            if (channel is None or c == channel) and (pair is None or p == pair.group(1))
+        ]
+        if not refused:
+            return [self._quality(QualityKind.PROTOCOL_ERROR, received_ns, message)]
+        out: list[Output] = []
+        for c, p in refused:
+            self.subscriptions.reject(c, p, message)
+            out.append(
+                self._quality(
+                    QualityKind.SUBSCRIPTION_REJECTED,
+                    received_ns,
+                    f"Kraken refused {c} for {p}: {message}",
+                    product=p,
+                    channel=c,
+                )
+            )
+        return out
+
+    def _on_bare(self, raw: bytes, received_ns: int) -> list[Output]:
+        try:
+            error = self._bare_error.decode(raw)
+        except msgspec.DecodeError as exc:
+            self.metrics.frames["invalid"] += 1
+            return [self._decode_failure(raw, received_ns, exc, "channel")]
+        self.metrics.frames["error"] += 1
+        return [self._quality(QualityKind.PROTOCOL_ERROR, received_ns, error.Error)]
+
+
+def _by_trade_id(item: SpotTradeItem) -> int:
+    return item.trade_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,9 +18,9 @@ from krakenfeed.contracts import (
     record_timestamp_ms,
     topic,
 )
-from krakenfeed.embedded import EmbeddedKafka
-from krakenfeed.kafka import contract_topic, make_application, produce_records
-from krakenfeed.persist import build_persist_app
+from krakenfeed.embedded import EmbeddedKafka, run_until
+from krakenfeed.kafka import contract_topics, make_application, produce_records
+from krakenfeed.pipeline import build_detector_app
 from krakenfeed.store import migrate
 from tests.conftest import Kafka
 from tests.kafka_reader import read_topic
@@ -50,20 +51,19 @@ def _expected_trade_row(feed: FeedId, t: Trade) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _rows(url: str, table: str, columns: str) -> list[tuple[Any, ...]]:
+def _rows(
+    url: str, table: str, columns: str, order: str = "product, received_time_ns"
+) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
-        return conn.execute(
-            f"SELECT {columns} FROM {table} ORDER BY product, received_time_ns"
-        ).fetchall()
+        return conn.execute(f"SELECT {columns} FROM {table} ORDER BY {order}").fetchall()
 
 
 def _publish(kafka: Kafka, feed: FeedId, tickers: list[Ticker], trades: list[Trade]) -> None:
     app = make_application(kafka.bootstrap)
-    ticker_topic = contract_topic(app, feed, Stream.TICKER)
-    trade_topic = contract_topic(app, feed, Stream.TRADE)
+    declared = contract_topics(app, kafka.bootstrap, feed, (Stream.TICKER, Stream.TRADE))
     with app.get_producer() as producer:
-        produce_records(producer, ticker_topic.name, tickers)
-        produce_records(producer, trade_topic.name, trades)
+        produce_records(producer, declared[Stream.TICKER].name, tickers)
+        produce_records(producer, declared[Stream.TRADE].name, trades)
 
 
 def test_records_reach_kafka_with_the_contract_key_timestamp_and_order(
@@ -83,7 +83,7 @@ def test_records_reach_kafka_with_the_contract_key_timestamp_and_order(
 
 
 def test_consumed_records_become_exactly_one_row_each_even_when_consumed_twice(
-    kafka: Kafka, postgres_url: str, feed: FeedId
+    kafka: Kafka, postgres_url: str, feed: FeedId, tmp_path: Path
 ) -> None:
     tickers = [
         *synthetic.tickers("PF_XBTUSD", 300),
@@ -103,19 +103,41 @@ def test_consumed_records_become_exactly_one_row_each_even_when_consumed_twice(
     )
 
     inserted = []
+    anomalies = []
     for group in ("first-pass", "second-pass"):
-        app, sink = build_persist_app(
-            feed, kafka.bootstrap, postgres_url, group=f"{feed.name}-{group}"
+        app, sink = build_detector_app(
+            feed,
+            kafka.bootstrap,
+            postgres_url,
+            group=f"{feed.name}-{group}",
+            state_dir=tmp_path / group,
         )
         try:
-            app.run(count=total, timeout=30)
+            run_until(
+                app,
+                lambda sink=sink: sink.written["Ticker"] + sink.written["Trade"] == total,  # type: ignore[misc]
+                60,
+                f"{total} market records written",
+            )
         finally:
             sink.close()
-        inserted.append(sink.rows_inserted)
+        inserted.append((sink.rows_inserted, sink.written.total()))
         assert _rows(postgres_url, "ticker", TICKER_COLUMNS) == expected_tickers
         assert _rows(postgres_url, "trades", TRADE_COLUMNS) == expected_trades
+        anomalies.append(
+            _rows(
+                postgres_url,
+                "anomalies",
+                "product, detector, event_time_ms, value, score",
+                order="1, 2, 3",
+            )
+        )
 
-    assert inserted == [total, 0], "the second pass re-read every record and inserted nothing"
+    (first_new, first_written), (second_new, second_written) = inserted
+    assert first_new == first_written >= total, "the first pass found every row new"
+    assert second_written == first_written, "the second pass re-read every record"
+    assert second_new == 0, "and inserted nothing: every write is an upsert"
+    assert anomalies[0] == anomalies[1], "anomalies are deterministic given the input"
 
 
 def test_migrations_apply_once(postgres_url: str) -> None:
@@ -133,7 +155,7 @@ def test_records_produced_while_the_broker_is_frozen_arrive_once_after_it_thaws(
     kafka: Kafka, managed_kafka: EmbeddedKafka, feed: FeedId
 ) -> None:
     app = make_application(kafka.bootstrap)
-    trade_topic = contract_topic(app, feed, Stream.TRADE)
+    trade_topic = contract_topics(app, kafka.bootstrap, feed, (Stream.TRADE,))[Stream.TRADE]
     trades = list(synthetic.trades("PF_XBTUSD", 200))
     with app.get_producer() as producer:
         produce_records(producer, trade_topic.name, trades[:100])

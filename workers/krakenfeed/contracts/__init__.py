@@ -16,6 +16,7 @@ from krakenfeed.contracts.naming import (
 )
 from krakenfeed.contracts.options import (
     COMMON_OPTIONS,
+    DETECT_OPTIONS,
     INGEST_OPTIONS,
     POSTGRES_ENV_VARS,
     POSTGRES_OPTIONS,
@@ -73,6 +74,7 @@ __all__ = [
     "CRD_SHORT_NAMES",
     "CRD_SINGULAR",
     "CRD_VERSION",
+    "DETECT_OPTIONS",
     "INGEST_OPTIONS",
     "LOCAL_NAMESPACE",
     "POSTGRES_ENV_VARS",

@@ -113,3 +113,25 @@ INGEST_OPTIONS: Final = (
         help="seconds between WebSocket protocol pings (Kraken wants one at least every 60 s)",
     ),
 )
+
+DETECT_OPTIONS: Final = (
+    Option(
+        flag="--detector-config",
+        help=(
+            'detector settings as JSON, e.g. \'{"price_jump": {"z_threshold": 8}}\'; '
+            "omitted fields keep their documented defaults"
+        ),
+    ),
+    Option(
+        flag="--state-dir",
+        default="state",
+        help="directory of the detector's RocksDB state (rebuilt from changelog topics)",
+    ),
+    Option(
+        flag="--commit-interval-s",
+        default="0.5",
+        value_type="float",
+        minimum=0.05,
+        help="seconds between checkpoints: rows are committed to PostgreSQL, then offsets",
+    ),
+)

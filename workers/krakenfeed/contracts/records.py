@@ -68,7 +68,8 @@ class DeadLetterReason(StrEnum):
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A payload that failed validation, kept whole so that nothing is lost."""
 
-    source: Source
+    source: Source | None
+    """The Kraken API it came from; None when a Kafka record was too broken to tell."""
     received_time_ns: int
     reason: DeadLetterReason
     detail: str
@@ -76,6 +77,10 @@ class DeadLetter(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
     """The payload exactly as received, decoded as UTF-8 with replacement."""
     product: str | None = None
     exchange_time_ms: int | None = None
+    stage: Literal["ingest", "detector"] = "ingest"
+    """Who refused it: ingest refuses Kraken frames, the detector refuses Kafka records."""
+    topic: str | None = None
+    """For the detector: the Kafka topic the refused record was read from."""
 
 
 class QualityKind(StrEnum):
@@ -168,7 +173,12 @@ def record_timestamp_ms(record: AnyRecord) -> int:
     return record.received_time_ns // 1_000_000
 
 
-def quality_event_id(event: QualityEvent) -> str:
-    """A deterministic id: the same observation always hashes to the same id."""
-    canonical = msgspec.json.encode(msgspec.to_builtins(event), order="sorted")
+def quality_event_id(event: QualityEvent | DeadLetter) -> str:
+    """A deterministic id: the same observation always hashes to the same id.
+
+    Dead letters are quality events too (kind ``dead_letter``) and hash the same way.
+    """
+    canonical = msgspec.json.encode(
+        [type(event).__name__, msgspec.to_builtins(event)], order="sorted"
+    )
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()

@@ -7,5 +7,6 @@ three exercise the same components the same way.
 from krakenfeed.embedded.kafka import EmbeddedKafka
 from krakenfeed.embedded.net import free_port, wait_until
 from krakenfeed.embedded.postgres import EmbeddedPostgres
+from krakenfeed.embedded.run import run_until
 
-__all__ = ["EmbeddedKafka", "EmbeddedPostgres", "free_port", "wait_until"]
+__all__ = ["EmbeddedKafka", "EmbeddedPostgres", "free_port", "run_until", "wait_until"]

@@ -1,79 +1,148 @@
 """A quixstreams ``BatchingSink`` that upserts contract records into PostgreSQL.
 
-Each checkpoint's batch is COPYed into a session-local staging table and moved
-with ``INSERT … ON CONFLICT DO NOTHING`` on the contract's natural keys, in one
-transaction. A failed write raises, so quixstreams aborts the checkpoint and
-does not commit offsets past rows that were never written.
+Every record type has one table. Each checkpoint's batch is COPYed into
+session-local staging tables and moved with ``INSERT … ON CONFLICT DO NOTHING``
+on the contract's natural keys, all in one transaction. A failed write raises, so
+quixstreams aborts the checkpoint and commits no offset past an unwritten row.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
-from krakenfeed.contracts import TICKER, TRADES, FeedId, Stream, TableKey, Ticker, Trade, topic
-from krakenfeed.contracts.records import R, decode_record
+from krakenfeed.contracts import (
+    ANOMALIES,
+    QUALITY_EVENTS,
+    TICKER,
+    TRADES,
+    Anomaly,
+    DeadLetter,
+    FeedId,
+    QualityEvent,
+    QualityKind,
+    TableKey,
+    Ticker,
+    Trade,
+    quality_event_id,
+    record_timestamp_ms,
+)
 from krakenfeed.kafka import BatchingSink, SinkBatch
 from krakenfeed.store.migrate import migrate
+from krakenfeed.store.partitions import ensure_partitions, partition_day
 
 log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
+StoredRecord = Ticker | Trade | Anomaly | DeadLetter | QualityEvent
 
-_TICKER_FIELDS = (
-    "source", "exchange_time_ms", "received_time_ns", "bid", "ask", "bid_size",
-    "ask_size", "last", "volume", "mark_price", "index_price", "premium",
-    "funding_rate", "relative_funding_rate", "open_interest",
-)  # fmt: skip
-_TRADE_FIELDS = (
-    "source", "exchange_time_ms", "received_time_ns", "side", "price", "qty",
-    "trade_id", "seq", "uid",
-)  # fmt: skip
+
+def _ticker_row(feed: str, t: Ticker) -> Row:
+    return (
+        feed, t.product, t.source, record_timestamp_ms(t), t.exchange_time_ms,
+        t.received_time_ns, t.bid, t.ask, t.bid_size, t.ask_size, t.last, t.volume,
+        t.mark_price, t.index_price, t.premium, t.funding_rate, t.relative_funding_rate,
+        t.open_interest,
+    )  # fmt: skip
+
+
+def _trade_row(feed: str, t: Trade) -> Row:
+    return (
+        feed, t.product, t.source, record_timestamp_ms(t), t.exchange_time_ms,
+        t.received_time_ns, t.side, t.price, t.qty, t.trade_id, t.seq, t.uid,
+    )  # fmt: skip
+
+
+def _anomaly_row(feed: str, a: Anomaly) -> Row:
+    return (
+        feed, a.product, a.detector, a.event_time_ms, a.detected_time_ns, a.value,
+        a.baseline_low, a.baseline_high, a.score, a.severity.value, Jsonb(a.context),
+        a.trace_id,
+    )  # fmt: skip
+
+
+def _quality_row(feed: str, q: QualityEvent) -> Row:
+    return (
+        feed, quality_event_id(q), q.source, q.kind.value, q.product, q.exchange_time_ms,
+        q.received_time_ns, q.detail, None, None, Jsonb(q.attributes),
+    )  # fmt: skip
+
+
+def _dead_letter_row(feed: str, d: DeadLetter) -> Row:
+    attributes = {"stage": d.stage, "topic": d.topic}
+    return (
+        feed, quality_event_id(d), d.source or "unknown", QualityKind.DEAD_LETTER.value,
+        d.product, d.exchange_time_ms, d.received_time_ns, d.detail, d.reason.value, d.raw,
+        Jsonb(attributes),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class _Target:
-    """How one stream's records become rows of one table."""
-
-    table: TableKey
+    key: TableKey
     columns: tuple[str, ...]
-    to_row: Callable[[str, bytes], Row]
+    conflict: tuple[str, ...]
+    """The primary key: the contract's natural key, plus the partition column."""
+    partitioned: bool = False
 
 
-def _row_builder(kind: type[R], fields: Sequence[str]) -> Callable[[str, bytes], Row]:
-    def to_row(feed: str, value: bytes) -> Row:
-        record: R = decode_record(value, kind)
-        return (feed, record.product, *(getattr(record, name) for name in fields))
+_MARKET = ("feed", "product", "source", "event_time_ms", "exchange_time_ms", "received_time_ns")
+_TICKER = _Target(
+    TICKER,
+    (*_MARKET, "bid", "ask", "bid_size", "ask_size", "last", "volume", "mark_price",
+     "index_price", "premium", "funding_rate", "relative_funding_rate", "open_interest"),
+    (*TICKER.key, "event_time_ms"),
+    partitioned=True,
+)  # fmt: skip
+_TRADES = _Target(
+    TRADES,
+    (*_MARKET, "side", "price", "qty", "trade_id", "seq", "uid"),
+    (*TRADES.key, "event_time_ms"),
+    partitioned=True,
+)
+_ANOMALIES = _Target(
+    ANOMALIES,
+    ("feed", "product", "detector", "event_time_ms", "detected_time_ns", "value",
+     "baseline_low", "baseline_high", "score", "severity", "context", "trace_id"),
+    ANOMALIES.key,
+)  # fmt: skip
+_QUALITY = _Target(
+    QUALITY_EVENTS,
+    ("feed", "event_id", "source", "kind", "product", "exchange_time_ms", "received_time_ns",
+     "detail", "reason", "raw", "attributes"),
+    QUALITY_EVENTS.key,
+)  # fmt: skip
 
-    return to_row
-
-
-_TARGETS: dict[Stream, _Target] = {
-    Stream.TICKER: _Target(
-        TICKER, ("feed", "product", *_TICKER_FIELDS), _row_builder(Ticker, _TICKER_FIELDS)
-    ),
-    Stream.TRADE: _Target(
-        TRADES, ("feed", "product", *_TRADE_FIELDS), _row_builder(Trade, _TRADE_FIELDS)
-    ),
+_ROUTES: dict[type, tuple[_Target, Callable[[str, Any], Row]]] = {
+    Ticker: (_TICKER, _ticker_row),
+    Trade: (_TRADES, _trade_row),
+    Anomaly: (_ANOMALIES, _anomaly_row),
+    QualityEvent: (_QUALITY, _quality_row),
+    DeadLetter: (_QUALITY, _dead_letter_row),
 }
 
 
 class PostgresSink(BatchingSink):
-    """Upserts one feed's ticker and trade records into their tables."""
+    """Upserts one feed's records (market data, anomalies, quality events)."""
 
     def __init__(self, feed: FeedId, conninfo: str = "") -> None:
         super().__init__()
-        self._feed = feed
-        self._feed_label = str(feed)
+        self._feed = str(feed)
         self._conninfo = conninfo
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
-        self._targets = {topic(feed, stream): target for stream, target in _TARGETS.items()}
+        self._partitions: set[tuple[str, date]] = set()
         self.rows_inserted = 0
+        """Rows that were new to their table."""
+        self.written: Counter[str] = Counter()
+        """Records whose rows are committed (new or already there), by record type."""
 
     def setup(self) -> None:
         self._connection()
@@ -85,12 +154,17 @@ class PostgresSink(BatchingSink):
         return self._conn
 
     def write(self, batch: SinkBatch) -> None:
-        target = self._targets.get(batch.topic)
-        if target is None:
-            raise ValueError(f"PostgresSink for {self._feed} got a batch from topic {batch.topic}")
-        rows = [target.to_row(self._feed_label, item.value) for item in batch]
+        rows: dict[_Target, list[Row]] = {}
+        kinds: Counter[str] = Counter()
+        feed = self._feed
+        for item in batch:
+            kind = type(item.value)
+            target, to_row = _ROUTES[kind]
+            rows.setdefault(target, []).append(to_row(feed, item.value))
+            kinds[kind.__name__] += 1
         try:
-            self.rows_inserted += self._upsert(target, rows)
+            self.rows_inserted += self._upsert(rows)
+            self.written.update(kinds)
         except psycopg.OperationalError:
             # The connection is unusable; the next write reconnects. Raising aborts
             # the checkpoint so the offsets of these rows are not committed.
@@ -98,38 +172,34 @@ class PostgresSink(BatchingSink):
                 self._conn.close()
             raise
 
-    def _upsert(self, target: _Target, rows: list[Row]) -> int:
+    def _upsert(self, rows: dict[_Target, list[Row]]) -> int:
         conn = self._connection()
-        table = sql.Identifier(target.table.table)
-        stage = sql.Identifier(f"stage_{target.table.table}")
-        columns = sql.SQL(", ").join(map(sql.Identifier, target.columns))
-        with conn.transaction():
-            conn.execute(
-                sql.SQL(
-                    "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS"
-                    " AS SELECT {columns} FROM {table} WITH NO DATA"
-                ).format(stage=stage, columns=columns, table=table)
-            )
-            with conn.cursor() as cursor:
-                with cursor.copy(
-                    sql.SQL("COPY {stage} ({columns}) FROM STDIN").format(
-                        stage=stage, columns=columns
-                    )
-                ) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                cursor.execute(
-                    sql.SQL(
-                        "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage}"
-                        " ON CONFLICT ({key}) DO NOTHING"
-                    ).format(
-                        table=table,
-                        columns=columns,
-                        stage=stage,
-                        key=sql.SQL(", ").join(map(sql.Identifier, target.table.key)),
-                    )
-                )
-                return cursor.rowcount
+        # Partitions first, outside the write transaction: creating one takes a lock
+        # that retention also takes, and a writer holding row locks must not wait on it.
+        for target, table_rows in rows.items():
+            if target.partitioned:
+                self._ensure_partitions(conn, target, table_rows)
+        inserted = 0
+        try:
+            with conn.transaction():
+                for target, table_rows in rows.items():
+                    inserted += _copy_and_insert(conn, target, table_rows)
+        except psycopg.errors.CheckViolation:
+            # Retention may have dropped a day this process still thought existed.
+            self._partitions.clear()
+            raise
+        return inserted
+
+    def _ensure_partitions(
+        self, conn: psycopg.Connection[tuple[Any, ...]], target: _Target, rows: list[Row]
+    ) -> None:
+        table = target.key.table
+        event_time = target.columns.index("event_time_ms")
+        days = {partition_day(row[event_time]) for row in rows}
+        missing = {day for day in days if (table, day) not in self._partitions}
+        if missing:
+            ensure_partitions(conn, table, missing)
+            self._partitions.update((table, day) for day in missing)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -137,4 +207,34 @@ class PostgresSink(BatchingSink):
             self._conn = None
 
 
-__all__ = ["PostgresSink"]
+def _copy_and_insert(
+    conn: psycopg.Connection[tuple[Any, ...]], target: _Target, rows: list[Row]
+) -> int:
+    table = sql.Identifier(target.key.table)
+    stage = sql.Identifier(f"stage_{target.key.table}")
+    columns = sql.SQL(", ").join(map(sql.Identifier, target.columns))
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS"
+            " AS SELECT {columns} FROM {table} WITH NO DATA"
+        ).format(stage=stage, columns=columns, table=table)
+    )
+    with conn.cursor() as cursor:
+        copy_sql = sql.SQL("COPY {stage} ({columns}) FROM STDIN").format(
+            stage=stage, columns=columns
+        )
+        with cursor.copy(copy_sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage}"
+                " ON CONFLICT ({key}) DO NOTHING"
+            ).format(
+                table=table,
+                columns=columns,
+                stage=stage,
+                key=sql.SQL(", ").join(map(sql.Identifier, target.conflict)),
+            )
+        )
+        return cursor.rowcount

@@ -1,6 +1,6 @@
 import sys
 
-from benchmarks import slice_throughput  # noqa: F401  (registers its benchmark)
+from benchmarks import ingest_throughput, slice_throughput  # noqa: F401  (register benchmarks)
 from benchmarks.runner import run, write_results
 
 write_results(run(sys.argv[1:]))

@@ -3,8 +3,10 @@ bare confluent-kafka produce/consume loop moving the same bytes."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -12,8 +14,9 @@ from confluent_kafka import Consumer, Producer
 from benchmarks.runner import Measurement, Result, Servers, benchmark
 from krakenfeed import synthetic
 from krakenfeed.contracts import FeedId, Stream, encode_record, record_key, record_timestamp_ms
-from krakenfeed.kafka import PRODUCER_CONFIG, contract_topic, make_application, produce_records
-from krakenfeed.persist import build_persist_app
+from krakenfeed.embedded import run_until
+from krakenfeed.kafka import PRODUCER_CONFIG, contract_topics, make_application, produce_records
+from krakenfeed.pipeline import build_detector_app
 from krakenfeed.store import PostgresSink
 
 RECORDS = 100_000
@@ -39,7 +42,7 @@ class _TimedSink(PostgresSink):
 def _krakenfeed(servers: Servers, records: list[Any]) -> tuple[float, float]:
     feed = FeedId("bench", f"slice-{uuid.uuid4().hex[:8]}")
     app = make_application(servers.kafka.bootstrap)
-    name = contract_topic(app, feed, Stream.TRADE).name
+    name = contract_topics(app, servers.kafka.bootstrap, feed, (Stream.TRADE,))[Stream.TRADE].name
     started = time.perf_counter()
     with app.get_producer() as producer:
         produce_records(producer, name, records)
@@ -47,12 +50,18 @@ def _krakenfeed(servers: Servers, records: list[Any]) -> tuple[float, float]:
     produce_seconds = time.perf_counter() - started
 
     sink = _TimedSink(feed, servers.postgres.url)
-    persist, _ = build_persist_app(feed, servers.kafka.bootstrap, servers.postgres.url, sink=sink)
-    try:
-        persist.run(count=len(records), timeout=60)
-    finally:
-        sink.close()
-    assert sink.rows_inserted == len(records), sink.rows_inserted
+    with tempfile.TemporaryDirectory() as state_dir:
+        app, _ = build_detector_app(
+            feed,
+            servers.kafka.bootstrap,
+            servers.postgres.url,
+            sink=sink,
+            state_dir=Path(state_dir),
+        )
+        try:
+            run_until(app, lambda: sink.written["Trade"] >= len(records), 120, "every trade")
+        finally:
+            sink.close()
     assert sink.first_add is not None
     return produce_seconds, sink.last_flush - sink.first_add
 

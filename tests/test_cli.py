@@ -76,7 +76,7 @@ def test_a_required_flag_is_satisfied_by_its_env_var(monkeypatch: pytest.MonkeyP
 
 def test_help_documents_each_flag_with_its_env_var() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "krakenfeed", "persist", "--help"],
+        [sys.executable, "-m", "krakenfeed", "detect", "--help"],
         capture_output=True,
         text=True,
         check=True,
@@ -88,6 +88,6 @@ def test_help_documents_each_flag_with_its_env_var() -> None:
 
 
 def test_an_invalid_feed_name_is_reported_with_its_flags() -> None:
-    args = build_parser().parse_args(["persist", "--feed", "Not_Valid"])
+    args = build_parser().parse_args(["detect", "--feed", "Not_Valid"])
     with pytest.raises(SystemExit, match="--namespace/--feed: feed name 'Not_Valid'"):
         args.handler(args)

@@ -132,7 +132,9 @@ def test_futures_acks_arrive_one_per_product_and_settle_the_subscription() -> No
 
 def test_a_rejected_futures_product_is_reported_and_the_others_keep_flowing() -> None:
     protocol = futures("PF_XBTUSD", "PF_NOTAREALTHING")
-    rejected = protocol.handle(golden.FUTURES_ALERT_INVALID_PRODUCT.encode(), NOW_NS)
+    # One subscribe request per feed, so one alert per feed, in request order.
+    alert = golden.FUTURES_ALERT_INVALID_PRODUCT.encode()
+    rejected = [*protocol.handle(alert, NOW_NS), *protocol.handle(alert, NOW_NS)]
     assert [(e.kind, e.product, e.attributes["channel"]) for e in rejected] == [  # type: ignore[union-attr]
         (QualityKind.SUBSCRIPTION_REJECTED, "PF_NOTAREALTHING", "ticker"),
         (QualityKind.SUBSCRIPTION_REJECTED, "PF_NOTAREALTHING", "trade"),
@@ -141,6 +143,7 @@ def test_a_rejected_futures_product_is_reported_and_the_others_keep_flowing() ->
         ("ticker", "PF_NOTAREALTHING"),
         ("trade", "PF_NOTAREALTHING"),
     }
+    assert protocol.handle(alert, NOW_NS) == [], "a further alert adds nothing new"
     (ticker,) = protocol.handle(golden.FUTURES_TICKER.encode(), NOW_NS)
     assert isinstance(ticker, Ticker)
 

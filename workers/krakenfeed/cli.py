@@ -10,12 +10,19 @@ import argparse
 import logging
 import os
 import sys
-import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from krakenfeed.contracts import COMMON_OPTIONS, POSTGRES_OPTIONS, FeedId, Option, env_var
+from krakenfeed.contracts import (
+    COMMON_OPTIONS,
+    DETECT_OPTIONS,
+    INGEST_OPTIONS,
+    POSTGRES_OPTIONS,
+    FeedId,
+    Option,
+    env_var,
+    product_id_problem,
+)
 
 log = logging.getLogger("krakenfeed")
 
@@ -24,18 +31,33 @@ class OptionValueError(argparse.ArgumentTypeError):
     pass
 
 
+_NUMBER_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float}
+_NUMBER_WORDS = {"int": "a whole number", "float": "a number"}
+
+
 def _parse_value(option: Option, origin: str) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         values = [v.strip() for v in text.split(",") if v.strip()] if option.is_list else [text]
+        shown = "***" if option.secret else repr(text)
         if option.is_list and not values:
-            raise OptionValueError(f"needs at least one value{origin}")
+            raise OptionValueError(f"got {shown}{origin}; needs at least one value")
         if option.choices:
             for value in values:
                 if value not in option.choices:
-                    shown = "***" if option.secret else repr(value)
                     raise OptionValueError(
-                        f"got {shown}{origin}; allowed: {', '.join(option.choices)}"
+                        f"got {value!r}{origin}; allowed: {', '.join(option.choices)}"
                     )
+        if option.value_type != "str":
+            expected = _NUMBER_WORDS[option.value_type]
+            if option.minimum is not None:
+                expected += f" >= {option.minimum:g}"
+            try:
+                number = _NUMBER_TYPES[option.value_type](text)
+            except ValueError:
+                raise OptionValueError(f"got {shown}{origin}; expected {expected}") from None
+            if option.minimum is not None and number < option.minimum:
+                raise OptionValueError(f"got {shown}{origin}; expected {expected}")
+            return number
         return values if option.is_list else text
 
     parse.__name__ = option.dest
@@ -69,60 +91,65 @@ def _feed(args: argparse.Namespace) -> FeedId:
         raise SystemExit(f"krakenfeed: --namespace/--feed: {exc}") from None
 
 
-def _cmd_persist(args: argparse.Namespace) -> int:
-    from krakenfeed.persist import build_persist_app
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    import signal
+    from pathlib import Path
 
-    app, _ = build_persist_app(_feed(args), args.broker, args.postgres_url or "")
-    app.run()
+    from krakenfeed.ingest.worker import IngestSettings, IngestWorker
+
+    for product in args.products:
+        problem = product_id_problem(args.api, product)
+        if problem:
+            raise SystemExit(f"krakenfeed ingest: argument --products: {problem}")
+    worker = IngestWorker(
+        IngestSettings(
+            feed=_feed(args),
+            api=args.api,
+            products=tuple(args.products),
+            channels=tuple(args.channels),
+            broker=args.broker,
+            url=args.url,
+            max_clock_skew_ms=args.max_clock_skew_ms,
+            capture=Path(args.capture) if args.capture else None,
+            ping_interval_s=args.ping_interval_s,
+        )
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stop())
+    return worker.run()
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import msgspec
+
+    from krakenfeed.detect import DetectorConfig
+    from krakenfeed.pipeline import build_detector_app
+
+    try:
+        config = msgspec.json.decode(args.detector_config or "{}", type=DetectorConfig)
+    except msgspec.DecodeError as exc:
+        raise SystemExit(f"krakenfeed detect: argument --detector-config: {exc}") from None
+    app, sink = build_detector_app(
+        _feed(args),
+        args.broker,
+        args.postgres_url or "",
+        config=config,
+        state_dir=Path(args.state_dir),
+        commit_interval=args.commit_interval_s,
+    )
+    try:
+        app.run()
+    finally:
+        sink.close()
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Embedded Kafka and PostgreSQL, synthetic records, and the persist stage."""
-    import psycopg
+    from krakenfeed.demo import run_demo
 
-    from krakenfeed import synthetic
-    from krakenfeed.contracts import Source, Stream
-    from krakenfeed.embedded import EmbeddedKafka, EmbeddedPostgres
-    from krakenfeed.kafka import contract_topic, make_application, produce_records
-    from krakenfeed.persist import build_persist_app
-
-    feed = FeedId.parse(args.feed)
-    with EmbeddedKafka() as kafka, EmbeddedPostgres() as postgres:
-        log.info("Tansu on %s, PostgreSQL on %s", kafka.bootstrap, postgres.url)
-        app = make_application(kafka.bootstrap)
-        started = time.perf_counter()
-        produced = 0
-        with app.get_producer() as producer:
-            sources: tuple[tuple[Source, str], ...] = (
-                ("futures", "PF_XBTUSD"),
-                ("spot", "BTC/USD"),
-            )
-            for source, product in sources:
-                ticker = contract_topic(app, feed, Stream.TICKER)
-                trade = contract_topic(app, feed, Stream.TRADE)
-                produced += produce_records(
-                    producer, ticker.name, synthetic.tickers(product, args.count, source=source)
-                )
-                produced += produce_records(
-                    producer, trade.name, synthetic.trades(product, args.count, source=source)
-                )
-        log.info("produced %d records to %s", produced, feed)
-        persist, sink = build_persist_app(feed, kafka.bootstrap, postgres.url)
-        try:
-            persist.run(count=produced, timeout=30)
-        finally:
-            sink.close()
-        elapsed = time.perf_counter() - started
-        with psycopg.connect(postgres.url) as conn:
-            for table in ("ticker", "trades"):
-                rows = conn.execute(
-                    f"SELECT product, count(*) FROM {table} GROUP BY product ORDER BY product"
-                ).fetchall()
-                for product, count in rows:
-                    print(f"{table:<8} {product:<10} {count:>8} rows")
-        print(f"{sink.rows_inserted} rows upserted from {produced} Kafka records in {elapsed:.2f}s")
-    return 0
+    return run_demo(FeedId.parse(args.feed), args.frames)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,25 +166,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    persist = commands.add_parser(
-        "persist", help="upsert a feed's ticker and trade records from Kafka into PostgreSQL"
+    ingest = commands.add_parser(
+        "ingest", help="read a Kraken WebSocket API and produce validated records to Kafka"
     )
-    add_options(persist, (*COMMON_OPTIONS, *POSTGRES_OPTIONS))
-    persist.set_defaults(handler=_cmd_persist)
+    add_options(ingest, (*COMMON_OPTIONS, *INGEST_OPTIONS))
+    ingest.set_defaults(handler=_cmd_ingest)
+
+    detect = commands.add_parser(
+        "detect",
+        help="detect anomalies in a feed's records; write them to Kafka and PostgreSQL",
+    )
+    add_options(detect, (*COMMON_OPTIONS, *POSTGRES_OPTIONS, *DETECT_OPTIONS))
+    detect.set_defaults(handler=_cmd_detect)
+
+    from krakenfeed.replay.command import register as register_replay_server
+
+    register_replay_server(commands)
 
     demo = commands.add_parser(
         "demo",
-        help="run the pipeline on this machine: embedded Kafka and PostgreSQL, synthetic data",
+        help=(
+            "run the pipeline on this machine: a replayed Kraken, ingest, embedded Kafka, "
+            "detector, embedded PostgreSQL"
+        ),
     )
     demo.add_argument("--feed", default="local/demo", help="feed as namespace/name")
-    demo.add_argument("--count", type=int, default=5000, help="records per product and stream")
+    demo.add_argument(
+        "--frames", type=int, default=2000, help="frames per product and channel in the replay"
+    )
     demo.set_defaults(handler=_cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # quixstreams imports authlib's httpx client for Quix Cloud, which krakenfeed never uses.
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -97,7 +97,10 @@ class KrakenProtocol(ABC):
         self.channels = tuple(dict.fromkeys(channels))
         self._known = frozenset(self.products)
         self.settings = settings or ValidationSettings()
+        self._skew_ms = self.settings.max_clock_skew_ms
         self.metrics = metrics or IngestMetrics()
+        self._frames = self.metrics.frames
+        self._last_frame_ns = self.metrics.last_frame_ns
         self.subscriptions = Subscriptions()
         self._last_trade_id: dict[str, int] = {}
 
@@ -225,37 +228,48 @@ class FuturesProtocol(KrakenProtocol):
         return requests
 
     def handle(self, raw: bytes, received_ns: int) -> list[Output]:
-        if b'"event"' in raw:
-            return self._on_event(raw, received_ns)
+        # Data frames are the hot path, so they are tried first; control frames
+        # (``event`` key) fail that decode and take the slower road.
         try:
             frame = self._data.decode(raw)
         except msgspec.DecodeError as exc:
-            self.metrics.frames["invalid"] += 1
+            if b'"event"' in raw:
+                return self._on_event(raw, received_ns)
+            self._frames["invalid"] += 1
             return [self._decode_failure(raw, received_ns, exc, "feed")]
         if type(frame) is FuturesTicker:
-            self.metrics.frames["ticker"] += 1
+            self._frames["ticker"] += 1
             return [self._ticker(frame, raw, received_ns)]
         if type(frame) is FuturesTrade:
-            self.metrics.frames["trade"] += 1
+            self._frames["trade"] += 1
             return self._trade(frame, raw, received_ns, live=True)
         if type(frame) is FuturesTradeSnapshot:
-            self.metrics.frames["trade_snapshot"] += 1
+            self._frames["trade_snapshot"] += 1
             out: list[Output] = []
             for item in sorted(frame.trades, key=_by_seq):
                 out.extend(self._trade(item, raw, received_ns, live=False))
             return out
         assert type(frame) is FuturesHeartbeat
-        self.metrics.frames["heartbeat"] += 1
+        self._frames["heartbeat"] += 1
         return []
 
     def _ticker(self, frame: FuturesTicker, raw: bytes, received_ns: int) -> Ticker | DeadLetter:
         product = frame.product_id
-        problem = self._invalid_quote(
-            product, frame.bid, frame.ask, frame.bid_size, frame.ask_size
-        ) or self._skewed(frame.time, received_ns)
-        if problem is not None:
+        # One combined test on the hot path; the per-rule checks only name the failure.
+        valid = (
+            product in self._known
+            and 0 < frame.bid <= frame.ask
+            and frame.bid_size > 0
+            and frame.ask_size > 0
+            and (not self._skew_ms or abs(frame.time - received_ns // 1_000_000) <= self._skew_ms)
+        )
+        if not valid:
+            problem = self._invalid_quote(
+                product, frame.bid, frame.ask, frame.bid_size, frame.ask_size
+            ) or self._skewed(frame.time, received_ns)
+            assert problem is not None
             return self._dead(raw, received_ns, *problem, product=product, exchange_ms=frame.time)
-        self.metrics.last_frame_ns[product] = received_ns
+        self._last_frame_ns[product] = received_ns
         return Ticker(
             source="futures",
             product=product,
@@ -304,7 +318,7 @@ class FuturesProtocol(KrakenProtocol):
                 self._dead(raw, received_ns, *problem, product=product, exchange_ms=item.time)
             )
             return out
-        self.metrics.last_frame_ns[product] = received_ns
+        self._last_frame_ns[product] = received_ns
         out.append(
             Trade(
                 source="futures",
@@ -324,9 +338,9 @@ class FuturesProtocol(KrakenProtocol):
         try:
             event = self._event.decode(raw)
         except msgspec.DecodeError as exc:
-            self.metrics.frames["invalid"] += 1
+            self._frames["invalid"] += 1
             return [self._decode_failure(raw, received_ns, exc, "event")]
-        self.metrics.frames[f"event:{event.event}"] += 1
+        self._frames[f"event:{event.event}"] += 1
         products = event.product_ids or []
         if event.event == "subscribed":
             for product in products:
@@ -342,10 +356,21 @@ class FuturesProtocol(KrakenProtocol):
         return []
 
     def _on_error(self, message: str, received_ns: int) -> list[Output]:
-        named = set(_BACKTICKED.findall(message))
-        pending = [(c, p) for c, p in sorted(self.subscriptions.pending) if p in named]
-        if pending:
-            return [self._rejected(c, p, message, received_ns) for c, p in pending]
+        """Attribute an alert to the subscription it refuses.
+
+        Futures alerts name the product but not the feed. We send one request per
+        feed, in channel order, and Kraken answers each, so the n-th alert for a
+        product refuses its n-th pending feed.
+        """
+        named = _BACKTICKED.findall(message)
+        pending = self.subscriptions.pending
+        out: list[Output] = []
+        for product in named:
+            channel = next((c for c in self.channels if (c, product) in pending), None)
+            if channel is not None:
+                out.append(self._rejected(channel, product, message, received_ns))
+        if out or any(p in named for _, p in self.subscriptions.rejected):
+            return out
         return [self._quality(QualityKind.PROTOCOL_ERROR, received_ns, message)]
 
     def _rejected(self, channel: str, product: str, message: str, received_ns: int) -> QualityEvent:
@@ -404,23 +429,25 @@ class SpotProtocol(KrakenProtocol):
         return requests
 
     def handle(self, raw: bytes, received_ns: int) -> list[Output]:
-        if b'"method"' in raw:
-            return self._on_response(raw, received_ns)
-        if b'"channel"' not in raw:
-            return self._on_bare(raw, received_ns)
+        # Data frames first, as for futures; replies carry ``method``, and a few
+        # errors carry neither ``method`` nor ``channel``.
         try:
             frame = self._data.decode(raw)
         except msgspec.DecodeError as exc:
-            self.metrics.frames["invalid"] += 1
+            if b'"method"' in raw:
+                return self._on_response(raw, received_ns)
+            if b'"channel"' not in raw:
+                return self._on_bare(raw, received_ns)
+            self._frames["invalid"] += 1
             return [self._decode_failure(raw, received_ns, exc, "channel")]
         if type(frame) is SpotTicker:
-            self.metrics.frames["ticker"] += 1
+            self._frames["ticker"] += 1
             return [self._ticker(item, raw, received_ns) for item in frame.data]
         if type(frame) is SpotTrade:
-            self.metrics.frames["trade"] += 1
+            self._frames["trade"] += 1
             return self._trades(frame, raw, received_ns)
         if type(frame) is SpotStatus:
-            self.metrics.frames["status"] += 1
+            self._frames["status"] += 1
             return [
                 self._quality(
                     QualityKind.EXCHANGE_STATUS,
@@ -432,14 +459,14 @@ class SpotProtocol(KrakenProtocol):
                 if item.system != "online"
             ]
         assert type(frame) is SpotHeartbeat
-        self.metrics.frames["heartbeat"] += 1
+        self._frames["heartbeat"] += 1
         return []
 
     def _ticker(self, item: SpotTickerItem, raw: bytes, received_ns: int) -> Ticker | DeadLetter:
         problem = self._invalid_quote(item.symbol, item.bid, item.ask, item.bid_qty, item.ask_qty)
         if problem is not None:
             return self._dead(raw, received_ns, *problem, product=item.symbol)
-        self.metrics.last_frame_ns[item.symbol] = received_ns
+        self._last_frame_ns[item.symbol] = received_ns
         return Ticker(
             source="spot",
             product=item.symbol,
@@ -470,7 +497,7 @@ class SpotProtocol(KrakenProtocol):
                     )
                 )
                 continue
-            self.metrics.last_frame_ns[item.symbol] = received_ns
+            self._last_frame_ns[item.symbol] = received_ns
             out.append(
                 Trade(
                     source="spot",
@@ -489,9 +516,9 @@ class SpotProtocol(KrakenProtocol):
         try:
             response = self._response.decode(raw)
         except msgspec.DecodeError as exc:
-            self.metrics.frames["invalid"] += 1
+            self._frames["invalid"] += 1
             return [self._decode_failure(raw, received_ns, exc, "method")]
-        self.metrics.frames[f"method:{response.method}"] += 1
+        self._frames[f"method:{response.method}"] += 1
         if response.method != "subscribe":
             return []
         if response.success and response.result is not None:
@@ -526,9 +553,9 @@ class SpotProtocol(KrakenProtocol):
         try:
             error = self._bare_error.decode(raw)
         except msgspec.DecodeError as exc:
-            self.metrics.frames["invalid"] += 1
+            self._frames["invalid"] += 1
             return [self._decode_failure(raw, received_ns, exc, "channel")]
-        self.metrics.frames["error"] += 1
+        self._frames["error"] += 1
         return [self._quality(QualityKind.PROTOCOL_ERROR, received_ns, error.Error)]
 
 

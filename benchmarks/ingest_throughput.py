@@ -1,0 +1,205 @@
+"""Ingest: replay as fast as possible → krakenfeed's worker → the real broker, against
+two baselines reading the same replay in the same run:
+
+- the bare loop: recv with skip_utf8_validation, msgspec decode, the bid <= ask
+  check, msgspec encode and an idempotent confluent-kafka produce — the limit;
+- the tutorial pattern: websocket-client with defaults, ``json.loads`` and one
+  quixstreams ``produce()`` per message.
+
+The replay server runs in its own process on the other core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import msgspec
+import websocket
+from confluent_kafka import Producer
+
+from benchmarks.runner import Measurement, Result, Servers, benchmark
+from krakenfeed.contracts import FeedId
+from krakenfeed.embedded import wait_until
+from krakenfeed.ingest.frames import FuturesData, FuturesTicker
+from krakenfeed.ingest.protocol import FuturesProtocol
+from krakenfeed.ingest.worker import IngestSettings, IngestWorker
+from krakenfeed.kafka import PRODUCER_CONFIG, make_application
+from krakenfeed.replay.session import generate_session
+
+PRODUCTS = ("PF_XBTUSD", "PI_XBTUSD")
+FRAMES_PER_STREAM = 40_000
+SEED = 11
+
+
+@contextmanager
+def replay_server() -> Iterator[str]:
+    """``krakenfeed replay-server`` at max pace, pinned away from the measured core."""
+    measured = max(os.sched_getaffinity(0))
+    others = (os.cpu_count() or 1) - 1
+    other_core = {c for c in range(others + 1) if c != measured} or {measured}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "krakenfeed",
+            "replay-server",
+            "--generate-products",
+            ",".join(PRODUCTS),
+            "--generate-count",
+            str(FRAMES_PER_STREAM),
+            "--seed",
+            str(SEED),
+            "--pace",
+            "max",
+            "--keep-times",
+            "true",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, other_core),  # noqa: PLW1509
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[1]
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _subscribe(ws: websocket.WebSocket) -> None:
+    for request in FuturesProtocol(PRODUCTS, ("ticker", "trade")).subscribe_requests():
+        ws.send(request)
+
+
+def _krakenfeed(url: str, broker: str, frames: int) -> tuple[float, int]:
+    worker = IngestWorker(
+        IngestSettings(
+            feed=FeedId("bench", f"ingest-{uuid.uuid4().hex[:8]}"),
+            api="futures",
+            products=PRODUCTS,
+            channels=("ticker", "trade"),
+            broker=broker,
+            url=url,
+            max_clock_skew_ms=0,
+        )
+    )
+    data_kinds = ("ticker", "trade", "trade_snapshot")
+    thread = threading.Thread(target=worker.run)
+    started = time.perf_counter()
+    thread.start()
+    wait_until(
+        lambda: sum(worker.metrics.frames[k] for k in data_kinds) >= frames,
+        300,
+        f"{frames} data frames",
+        interval=0.01,
+    )
+    worker.stop()
+    thread.join()
+    seconds = time.perf_counter() - started
+    produced = worker.metrics.produced["Ticker"] + worker.metrics.produced["Trade"]
+    assert worker.metrics.invalid.total() == 0, worker.metrics.invalid
+    return seconds, produced
+
+
+def _bare_loop(url: str, broker: str, frames: int) -> float:
+    topic = f"bench.bare.{uuid.uuid4().hex[:8]}"
+    producer = Producer({"bootstrap.servers": broker, **PRODUCER_CONFIG})
+    decode = msgspec.json.Decoder(FuturesData).decode
+    encode = msgspec.json.Encoder().encode
+    started = time.perf_counter()
+    ws = websocket.create_connection(url, skip_utf8_validation=True)
+    _subscribe(ws)
+    seen = 0
+    while seen < frames:
+        _, data = ws.recv_data()
+        if b'"event"' in data or b'"heartbeat"' in data:
+            continue
+        frame = decode(data)
+        seen += 1
+        if type(frame) is FuturesTicker and frame.bid > frame.ask:
+            continue
+        producer.produce(topic, encode(frame), getattr(frame, "product_id", None))
+        if not seen % 1000:
+            producer.poll(0)
+    producer.flush()
+    seconds = time.perf_counter() - started
+    ws.close()
+    return seconds
+
+
+def _tutorial(url: str, broker: str, frames: int) -> float:
+    topic = f"bench.tutorial.{uuid.uuid4().hex[:8]}"
+    app = make_application(broker)
+    producer = app.get_producer()
+    started = time.perf_counter()
+    ws = websocket.create_connection(url)
+    _subscribe(ws)
+    seen = 0
+    while seen < frames:
+        message = json.loads(ws.recv())
+        if "event" in message or message.get("feed") == "heartbeat":
+            continue
+        seen += 1
+        producer.produce(
+            topic, json.dumps(message).encode(), key=message.get("product_id", "").encode()
+        )
+    producer.flush()
+    seconds = time.perf_counter() - started
+    ws.close()
+    return seconds
+
+
+@benchmark("ingest")
+def ingest_throughput(servers: Servers) -> Result:
+    session = generate_session(
+        "futures", PRODUCTS, count_per_product_channel=FRAMES_PER_STREAM, seed=SEED
+    )
+    # Every subscriber first gets one trade snapshot per product.
+    frames = len(session.frames["futures"]) + len(PRODUCTS)
+    broker = servers.kafka.bootstrap
+    with replay_server() as url:
+        bare = _bare_loop(url, broker, frames)
+        tutorial = _tutorial(url, broker, frames)
+        kf_seconds, records = _krakenfeed(url, broker, frames)
+    return Result(
+        name="ingest",
+        description=(
+            f"{frames:,} futures ticker+trade frames replayed at max pace over a real "
+            "WebSocket to the real broker, client on one core"
+        ),
+        measurements=[
+            Measurement(
+                "frames vs bare loop",
+                "frames/s",
+                frames / kf_seconds,
+                frames / bare,
+                "bare loop",
+                target_ratio=0.8,
+            ),
+            Measurement(
+                "frames vs tutorial",
+                "frames/s",
+                frames / kf_seconds,
+                frames / tutorial,
+                "tutorial pattern",
+                target_ratio=5.0,
+            ),
+            Measurement(
+                "records produced",
+                "records/s",
+                records / kf_seconds,
+                frames / bare,
+                "bare loop frames",
+            ),
+        ],
+        details={"frames": frames, "records": records},
+    )

@@ -1,0 +1,1 @@
+"""A local Kraken: replays captured or generated sessions over both WebSocket APIs."""

@@ -1,6 +1,10 @@
 import sys
 
-from benchmarks import ingest_throughput, slice_throughput  # noqa: F401  (register benchmarks)
+from benchmarks import (  # noqa: F401  (each module registers its benchmark)
+    detector_throughput,
+    ingest_throughput,
+    slice_throughput,
+)
 from benchmarks.runner import run, write_results
 
 write_results(run(sys.argv[1:]))

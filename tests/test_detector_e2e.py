@@ -17,17 +17,19 @@ from krakenfeed.contracts import (
     QualityEvent,
     QualityKind,
     Stream,
+    Ticker,
+    Trade,
     decode_record,
     encode_record,
     record_key,
     record_timestamp_ms,
     topic,
 )
-from krakenfeed.detect import DetectorEngine
+from krakenfeed.detect import DetectorConfig, DetectorEngine
 from krakenfeed.embedded import run_until
 from krakenfeed.kafka import contract_topics, make_application, produce_records
 from krakenfeed.market import generate_market
-from krakenfeed.pipeline import build_detector_app
+from krakenfeed.pipeline import build_detector_app, trade_stream_config
 from tests.conftest import Kafka
 from tests.kafka_reader import read_topic
 
@@ -35,14 +37,18 @@ MARKET = generate_market(seed=3, duration_s=1200, warmup_s=300, anomaly_every_s=
 
 
 def _expected_anomalies(feed: FeedId) -> list[tuple[Any, ...]]:
-    """What the pure engine finds in the same records, in event-time order."""
-    engine = DetectorEngine(feed)
-    states: dict[str, Any] = {}
+    """What the pure engines find in the same records: one engine and one state per
+    product for the ticker stream, and likewise for the trade stream."""
+    engines = {
+        Ticker: DetectorEngine(feed),
+        Trade: DetectorEngine(feed, trade_stream_config(DetectorConfig())),
+    }
+    states: dict[tuple[type, str], Any] = {}
     found: list[Anomaly] = []
     for record in MARKET.records:
-        state = states.get(record.product) or states.setdefault(
-            record.product, engine.new_state(record.product)
-        )
+        engine = engines[type(record)]
+        key = (type(record), record.product)
+        state = states.get(key) or states.setdefault(key, engine.new_state(record.product))
         found += engine.process(state, record, record_timestamp_ms(record), 0)
     return sorted(_identity(a) for a in found)
 

@@ -43,6 +43,7 @@ __all__ = [
     "Producer",
     "SinkBatch",
     "StreamingProducer",
+    "Topic",
     "contract_topics",
     "make_application",
     "produce_records",

@@ -19,6 +19,10 @@ from krakenfeed.replay.session import CHANNELS, Channel, Payload, format_rfc3339
 
 SPOT_SYSTEM_STATES: Final = ("online", "cancel_only", "maintenance", "post_only")
 SPOT_API_VERSION: Final = "2.0.7"
+SPOT_REQUEST_BURST: Final = 15
+"""Observed: of 25 subscribe requests sent at once, 15 succeeded."""
+SPOT_REQUESTS_PER_S: Final = 10.0
+"""How fast the allowance refills; Kraken does not say, so this is an assumption."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +151,8 @@ class SpotResponder(Responder):
         super().__init__(products)
         self.connection_id = connection_id
         self.system = system
+        self._allowance = float(SPOT_REQUEST_BURST)
+        self._allowance_at_ns: int | None = None
 
     def banner(self) -> Payload:
         status = {
@@ -166,6 +172,8 @@ class SpotResponder(Responder):
         return {"channel": "heartbeat"}
 
     def receive(self, text: str, time_in_ns: int, time_out_ns: int) -> list[Step]:
+        if not self._allowed(time_in_ns):
+            return [Reply({"Error": "Exceeded msg rate"})]
         times = {
             "time_in": format_rfc3339_us(time_in_ns // 1000),
             "time_out": format_rfc3339_us(time_out_ns // 1000),
@@ -213,6 +221,17 @@ class SpotResponder(Responder):
             if snapshot:
                 steps.append(SendSnapshot(channel, symbol))
         return steps
+
+    def _allowed(self, now_ns: int) -> bool:
+        """A token bucket, so a client that bursts its resubscriptions sees some refused."""
+        if self._allowance_at_ns is not None:
+            refill = (now_ns - self._allowance_at_ns) / 1e9 * SPOT_REQUESTS_PER_S
+            self._allowance = min(float(SPOT_REQUEST_BURST), self._allowance + refill)
+        self._allowance_at_ns = now_ns
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
 
     def _unsubscribe(self, answer: _SpotAnswer, channel: Channel, symbol: str) -> Step:
         if (channel, symbol) not in self.subscriptions:

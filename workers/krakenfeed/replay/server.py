@@ -12,6 +12,7 @@ shifted so that the session begins at the connection's first subscribe.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import selectors
@@ -19,8 +20,9 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 import msgspec
@@ -30,6 +32,7 @@ from wsproto.utilities import ProtocolError, generate_accept_token
 
 from krakenfeed.contracts import Source
 from krakenfeed.replay.protocol import (
+    SPOT_SYSTEM_STATES,
     FuturesResponder,
     Reply,
     Responder,
@@ -47,6 +50,8 @@ from krakenfeed.replay.session import (
     shift_times,
 )
 
+log = logging.getLogger(__name__)
+
 PATHS: Final[dict[Source, str]] = {"futures": "/ws/v1", "spot": "/v2"}
 KRAKEN_HEARTBEAT_S: Final[dict[Source, float]] = {"futures": 10.0, "spot": 1.0}
 """The intervals observed on Kraken."""
@@ -60,9 +65,9 @@ _MAX_PACE_HORIZON: Final = 1 << 62
 _TIME_MARK: Final = re.compile(rb'"@kf-time-(\d+)@"')
 
 
-def _header(length: int, opcode: int = 0x1) -> bytes:
-    """An unmasked, final WebSocket frame header (RFC 6455 §5.2); text by default."""
-    first = 0x80 | opcode
+def _header(length: int) -> bytes:
+    """The header of an unmasked, final text frame (RFC 6455 §5.2)."""
+    first = 0x81
     if length < 126:
         return bytes((first, length))
     if length < 1 << 16:
@@ -120,15 +125,16 @@ class _WireFrame:
     offset_ns: int
     framed: bytes
     """Header and payload with the session's own times."""
-    pieces: tuple[bytes, ...]
-    """The payload cut around its exchange times, so shifting needs no JSON encoding."""
-    times: tuple[tuple[int, TimeFormat], ...]
+    slots: tuple[tuple[int, int, int, TimeFormat], ...] = ()
+    """Each exchange time as (its offset in ``framed``, its width, epoch µs, format):
+    shifting overwrites the digits in place, since a shifted time keeps its width."""
+    pieces: tuple[bytes, ...] = ()
+    """The payload cut around its times, for the rare shift that changes a width."""
 
 
 def _prepare(api: Source, frame: SessionFrame, stream: int, cut_times: bool) -> _WireFrame:
-    payload = msgspec.json.encode(frame.payload)
     if not cut_times:
-        return _WireFrame(stream, frame.offset_ns, _text_frame(payload), (payload,), ())
+        return _WireFrame(stream, frame.offset_ns, _text_frame(msgspec.json.encode(frame.payload)))
     times: list[tuple[int, TimeFormat]] = []
 
     def mark(epoch_us: int, form: TimeFormat) -> str:
@@ -138,12 +144,24 @@ def _prepare(api: Source, frame: SessionFrame, stream: int, cut_times: bool) -> 
     parts = _TIME_MARK.split(msgspec.json.encode(map_exchange_times(api, frame.payload, mark)))
     pieces = parts[0::2]
     if [int(index) for index in parts[1::2]] != list(range(len(times))):
-        raise ValueError(f"cannot locate the exchange times in {api} frame {payload[:200]!r}")
+        raise ValueError(f"cannot locate the exchange times in {api} frame {frame.payload!r}")
     for index, (_, form) in enumerate(times):
         if form == "rfc3339":
             pieces[index] += b'"'
             pieces[index + 1] = b'"' + pieces[index + 1]
-    return _WireFrame(stream, frame.offset_ns, _text_frame(payload), tuple(pieces), tuple(times))
+    # Rebuilt from the pieces so the slots are exact even for a capture's unusual spelling.
+    unshifted = _ShiftedTimes(0)
+    payload = bytearray(pieces[0])
+    slots = []
+    for (epoch_us, form), piece in zip(times, pieces[1:], strict=True):
+        text = unshifted.text(epoch_us, form)
+        slots.append((len(payload), len(text), epoch_us, form))
+        payload += text + piece
+    header = _header(len(payload))
+    slots = [
+        (len(header) + offset, width, epoch_us, form) for offset, width, epoch_us, form in slots
+    ]
+    return _WireFrame(stream, frame.offset_ns, header + payload, tuple(slots), tuple(pieces))
 
 
 class _ShiftedTimes:
@@ -162,11 +180,22 @@ class _ShiftedTimes:
             # Trades cluster within a second: format its date and time once.
             self._second = second
             self._prefix = format_rfc3339_us(second * 1_000_000)[:19].encode()
-        return b'"%s.%06dZ"' % (self._prefix, micros)
+        return b"%s.%06dZ" % (self._prefix, micros)
 
     def write(self, out: bytearray, frame: _WireFrame) -> None:
+        start = len(out)
+        out += frame.framed
+        for offset, width, epoch_us, form in frame.slots:
+            text = self.text(epoch_us, form)
+            if len(text) != width:
+                del out[start:]
+                self._reframe(out, frame)
+                return
+            out[start + offset : start + offset + width] = text
+
+    def _reframe(self, out: bytearray, frame: _WireFrame) -> None:
         payload = bytearray(frame.pieces[0])
-        for (epoch_us, form), piece in zip(frame.times, frame.pieces[1:], strict=True):
+        for (_, _, epoch_us, form), piece in zip(frame.slots, frame.pieces[1:], strict=True):
             payload += self.text(epoch_us, form)
             payload += piece
         out += _header(len(payload))
@@ -205,7 +234,8 @@ class ReplayServer:
     N runs it N times faster. ``settle_s``: a connection's session starts once this
     long has passed without a new subscribe request, so that every subscription a
     client sends together sees the session from its first frame. ``heartbeat_interval_s``
-    replaces Kraken's intervals (10 s futures, 1 s spot) for both APIs.
+    replaces Kraken's intervals (10 s futures, 1 s spot) for both APIs. ``spot_system``
+    is the state the spot status frame announces, to test a client against maintenance.
     """
 
     def __init__(
@@ -222,16 +252,20 @@ class ReplayServer:
     ) -> None:
         if pace is not None and not pace > 0:
             raise ValueError(f"pace must be positive or None (as fast as possible), got {pace}")
+        if spot_system not in SPOT_SYSTEM_STATES:
+            raise ValueError(
+                f"spot_system must be one of {SPOT_SYSTEM_STATES}, got {spot_system!r}"
+            )
         self.session = session
         self.host = host
         self.port = port
-        self.pace = pace
-        self.keep_times = keep_times
-        self.heartbeat_s: dict[Source, float] = {
+        self._pace = pace
+        self._keep_times = keep_times
+        self._heartbeat_s: dict[Source, float] = {
             api: heartbeat_interval_s or default for api, default in KRAKEN_HEARTBEAT_S.items()
         }
-        self.settle_s = settle_s
-        self.spot_system = spot_system
+        self._settle_s = settle_s
+        self._spot_system = spot_system
         self._streams: dict[Source, dict[tuple[Channel, str], int]] = {}
         self._frames: dict[Source, list[_WireFrame]] = {}
         for api in PATHS:
@@ -268,8 +302,8 @@ class ReplayServer:
         return self._finished
 
     def start(self) -> ReplayServer:
-        if self._thread is not None:
-            raise RuntimeError("the replay server is already started")
+        if self._thread is not None or self._stopping.is_set():
+            raise RuntimeError("a replay server starts once; build a new one to serve again")
         listener = socket.create_server((self.host, self.port), backlog=128)
         listener.setblocking(False)
         self.port = listener.getsockname()[1]
@@ -313,6 +347,8 @@ class ReplayServer:
                 listener.close()
                 for conn in list(self._connections.values()):
                     self._going_away(conn)
+            for conn in list(self._connections.values()):
+                self._guarded(partial(self._pump, conn, now), conn)
             if stop_deadline is not None and (not self._connections or now >= stop_deadline):
                 break
             for key, mask in selector.select(self._timeout(now, stop_deadline)):
@@ -321,10 +357,7 @@ class ReplayServer:
                 elif key.fileobj is wake:
                     wake.recv(64)
                 elif isinstance(key.data, _Connection) and mask & selectors.EVENT_READ:
-                    self._receive(key.data)
-            now = time.monotonic()
-            for conn in list(self._connections.values()):
-                self._pump(conn, now)
+                    self._guarded(partial(self._receive, key.data), key.data)
         for conn in list(self._connections.values()):
             self._drop(conn)
         selector.close()
@@ -332,21 +365,33 @@ class ReplayServer:
         if self._wake_writer is not None:
             self._wake_writer.close()
 
+    def _guarded(self, handle: Callable[[], None], conn: _Connection) -> None:
+        """A bug met on one connection drops that connection, never the whole server."""
+        try:
+            handle()
+        except Exception:
+            log.exception("replay server: dropping a connection after an internal error")
+            self._drop(conn)
+
     def _timeout(self, now: float, stop_deadline: float | None) -> float | None:
-        wake = [stop_deadline] if stop_deadline is not None else []
+        if stop_deadline is not None:
+            return max(0.0, stop_deadline - now)
+        wake = []
         for conn in self._connections.values():
+            if conn.closing:
+                continue
             if conn.settle_until is not None and conn.clock_start is None:
                 wake.append(conn.settle_until)
             if conn.next_heartbeat is not None:
                 wake.append(conn.next_heartbeat)
             if (
-                self.pace is not None
+                self._pace is not None
                 and conn.clock_start is not None
                 and conn.cursor < len(conn.frames)
                 and not conn.out
             ):
                 next_offset = conn.frames[conn.cursor].offset_ns
-                wake.append(conn.clock_start + next_offset / self.pace / 1e9)
+                wake.append(conn.clock_start + next_offset / self._pace / 1e9)
         return max(0.0, min(wake) - now) if wake else None
 
     def _accept(self, listener: socket.socket) -> None:
@@ -375,10 +420,14 @@ class ReplayServer:
             return
         if conn.ws is None:
             self._handshake(conn, data)
+            if conn.ws is None:
+                return
         else:
-            conn.ws.receive_data(data)
-        if conn.ws is None:
-            return
+            try:
+                conn.ws.receive_data(data)
+            except ProtocolError:
+                conn.closing = True
+                return
         try:
             for event in conn.ws.events():
                 self._on_event(conn, conn.ws, event)
@@ -425,7 +474,7 @@ class ReplayServer:
             responder = FuturesResponder(products)
         else:
             connection_id = (1 << 63) + self._rng.randrange(1, 1 << 63)
-            responder = SpotResponder(products, connection_id, self.spot_system)
+            responder = SpotResponder(products, connection_id, self._spot_system)
         conn.api = api
         conn.responder = responder
         conn.frames = self._frames[api]
@@ -451,7 +500,7 @@ class ReplayServer:
         for step in steps:
             self._perform(conn, step)
         if conn.responder.wants_heartbeat and conn.next_heartbeat is None:
-            conn.next_heartbeat = now + self.heartbeat_s[conn.api]
+            conn.next_heartbeat = now + self._heartbeat_s[conn.api]
         elif not conn.responder.wants_heartbeat:
             conn.next_heartbeat = None
 
@@ -459,11 +508,11 @@ class ReplayServer:
         assert conn.responder is not None and conn.api is not None
         if conn.shift is None:
             delta_ms = 0
-            if not self.keep_times:
+            if not self._keep_times:
                 delta_ms = (time.time_ns() - self.session.start_ns) // 1_000_000
             conn.shift = _ShiftedTimes(delta_ms)
         if conn.clock_start is None:
-            conn.settle_until = now + self.settle_s
+            conn.settle_until = now + self._settle_s
         streams = self._streams[conn.api]
         conn.streams = bytearray(len(streams))
         for key in conn.responder.subscriptions:
@@ -523,7 +572,7 @@ class ReplayServer:
     def _heartbeat(self, conn: _Connection, responder: Responder, now: float) -> None:
         if conn.next_heartbeat is None or conn.api is None:
             return
-        interval = self.heartbeat_s[conn.api]
+        interval = self._heartbeat_s[conn.api]
         if responder.heartbeat_when_idle:
             conn.next_heartbeat = conn.last_sent + interval
         if now >= conn.next_heartbeat:
@@ -539,8 +588,8 @@ class ReplayServer:
             return
         assert conn.clock_start is not None
         horizon = _MAX_PACE_HORIZON
-        if self.pace is not None:
-            horizon = int((now - conn.clock_start) * self.pace * 1e9)
+        if self._pace is not None:
+            horizon = int((now - conn.clock_start) * self._pace * 1e9)
         out = conn.out
         streams = conn.streams
         size = len(out)

@@ -1,0 +1,235 @@
+"""Detector: consume → features → detectors → sink, with the real broker and PostgreSQL.
+
+Throughput is measured against a quixstreams pipeline with one stateful ``apply``
+reading the same records in the same run. Latency is measured at 1k events/s from
+each record's Kafka timestamp to its anomaly on the anomalies topic and to its
+committed row.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from benchmarks.runner import Measurement, Result, Servers, benchmark
+from krakenfeed.contracts import Anomaly, FeedId, Stream, Ticker, Trade, decode_record, topic
+from krakenfeed.embedded import run_until
+from krakenfeed.kafka import contract_topics, make_application, produce_records
+from krakenfeed.market import generate_market
+from krakenfeed.pipeline import build_detector_app
+from krakenfeed.store import PostgresSink
+
+THROUGHPUT_SECONDS = 14_400
+"""Market time generated for the throughput run: about 80k events."""
+LATENCY_RATE = 1_000
+LATENCY_SECONDS = 20
+
+
+class _TimedSink(PostgresSink):
+    """Times the sink from its first record to its last commit, and each market
+    record's Kafka timestamp to the commit of its row."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_add: float | None = None
+        self.last_flush = 0.0
+        self.row_latency_ms: list[float] = []
+        self._pending: list[int] = []
+
+    def add(self, value: Any, key: Any, timestamp: int, *args: Any, **kwargs: Any) -> None:
+        if self.first_add is None:
+            self.first_add = time.perf_counter()
+        if type(value) in (Ticker, Trade):
+            self._pending.append(timestamp)
+        super().add(value, key, timestamp, *args, **kwargs)
+
+    def flush(self) -> None:
+        super().flush()
+        self.last_flush = time.perf_counter()
+        committed_ms = time.time() * 1000
+        self.row_latency_ms += [committed_ms - t for t in self._pending]
+        self._pending.clear()
+
+
+def _publish(servers: Servers, feed: FeedId, records: list[Ticker | Trade]) -> None:
+    app = make_application(servers.kafka.bootstrap)
+    topics = contract_topics(app, servers.kafka.bootstrap, feed, list(Stream))
+    with app.get_producer() as producer:
+        produce_records(
+            producer, topics[Stream.TICKER].name, (r for r in records if type(r) is Ticker)
+        )
+        produce_records(
+            producer, topics[Stream.TRADE].name, (r for r in records if type(r) is Trade)
+        )
+
+
+def _krakenfeed_rate(servers: Servers, records: list[Ticker | Trade]) -> float:
+    feed = FeedId("bench", f"detect-{uuid.uuid4().hex[:8]}")
+    _publish(servers, feed, records)
+    sink = _TimedSink(feed, servers.postgres.url)
+    with tempfile.TemporaryDirectory() as state_dir:
+        app, _ = build_detector_app(
+            feed, servers.kafka.bootstrap, sink=sink, state_dir=Path(state_dir)
+        )
+        try:
+            run_until(
+                app,
+                lambda: sink.written["Ticker"] + sink.written["Trade"] >= len(records),
+                300,
+                "every record in PostgreSQL",
+            )
+        finally:
+            sink.close()
+    assert sink.first_add is not None
+    return len(records) / (sink.last_flush - sink.first_add)
+
+
+def _baseline_rate(servers: Servers, records: list[Ticker | Trade]) -> float:
+    """The same two topics, each through one stateful apply that counts per key."""
+    feed = FeedId("bench", f"baseline-{uuid.uuid4().hex[:8]}")
+    _publish(servers, feed, records)
+    seen = {"count": 0, "first": 0.0, "last": 0.0}
+
+    def count(value: bytes, state: Any) -> bytes:
+        if not seen["count"]:
+            seen["first"] = time.perf_counter()
+        state.set("n", state.get("n", 0) + 1)
+        seen["count"] += 1
+        seen["last"] = time.perf_counter()
+        return value
+
+    with tempfile.TemporaryDirectory() as state_dir:
+        app = make_application(
+            servers.kafka.bootstrap,
+            consumer_group=f"{feed.name}-baseline",
+            auto_offset_reset="earliest",
+            state_dir=state_dir,
+            consumer_extra_config={"session.timeout.ms": 6000},
+        )
+        topics = contract_topics(app, servers.kafka.bootstrap, feed, [Stream.TICKER, Stream.TRADE])
+        for stream in (Stream.TICKER, Stream.TRADE):
+            app.dataframe(topics[stream]).apply(count, stateful=True)
+        run_until(app, lambda: seen["count"] >= len(records), 300, "every record counted")
+    return len(records) / (seen["last"] - seen["first"])
+
+
+def _latency(servers: Servers) -> tuple[list[float], list[float]]:
+    """Records stamped with the wall clock, produced at LATENCY_RATE per second."""
+    feed = FeedId("bench", f"latency-{uuid.uuid4().hex[:8]}")
+    template = generate_market(seed=5, duration_s=LATENCY_SECONDS * 30, warmup_s=120).records
+    template = template[: LATENCY_RATE * LATENCY_SECONDS]
+    app = make_application(servers.kafka.bootstrap)
+    topics = contract_topics(app, servers.kafka.bootstrap, feed, list(Stream))
+    sink = _TimedSink(feed, servers.postgres.url)
+    anomaly_latency_ms: list[float] = []
+    done = threading.Event()
+
+    def read_anomalies() -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": servers.kafka.bootstrap,
+                "group.id": f"{feed.name}-reader",
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        consumer.assign([TopicPartition(topic(feed, Stream.ANOMALIES), 0, OFFSET_BEGINNING)])
+        while not done.is_set():
+            for message in consumer.consume(num_messages=100, timeout=0.05):
+                if message.error() is None:
+                    received_ms = time.time() * 1000
+                    anomaly = decode_record(message.value(), Anomaly)
+                    anomaly_latency_ms.append(received_ms - anomaly.event_time_ms)
+        consumer.close()
+
+    def produce_paced() -> None:
+        interval = 1.0 / LATENCY_RATE
+        started = time.perf_counter()
+        with app.get_producer() as producer:
+            for index, record in enumerate(template):
+                delay = started + index * interval - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                now_ns = time.time_ns()
+                stamped = msgspec.structs.replace(
+                    record,
+                    exchange_time_ms=None
+                    if record.exchange_time_ms is None
+                    else now_ns // 1_000_000,
+                    received_time_ns=now_ns,
+                )
+                stream = Stream.TICKER if type(record) is Ticker else Stream.TRADE
+                produce_records(producer, topics[stream].name, [stamped])
+                if not index % 50:
+                    producer.poll(0)
+
+    reader = threading.Thread(target=read_anomalies, daemon=True)
+    reader.start()
+    with tempfile.TemporaryDirectory() as state_dir:
+        detector, _ = build_detector_app(
+            feed, servers.kafka.bootstrap, sink=sink, state_dir=Path(state_dir)
+        )
+        producer_thread = threading.Thread(target=produce_paced, daemon=True)
+        # Start producing once the detector has joined its group: the first written
+        # row proves it.
+        producing = threading.Event()
+
+        def written() -> bool:
+            total = sink.written["Ticker"] + sink.written["Trade"]
+            if not producing.is_set():
+                producing.set()
+                producer_thread.start()
+            return total >= len(template)
+
+        try:
+            run_until(detector, written, 120, "every paced record written")
+        finally:
+            sink.close()
+            done.set()
+            reader.join()
+    return anomaly_latency_ms, sink.row_latency_ms
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+        if len(values) > 1
+        else float("nan")
+    )
+
+
+@benchmark("detector")
+def detector_throughput(servers: Servers) -> Result:
+    records = generate_market(seed=1, duration_s=THROUGHPUT_SECONDS).records
+    baseline = _baseline_rate(servers, records)
+    rate = _krakenfeed_rate(servers, records)
+    anomaly_ms, row_ms = _latency(servers)
+    return Result(
+        name="detector",
+        description=(
+            f"{len(records):,} market records: consume → features → detectors → PostgreSQL "
+            "sink and anomalies topic, vs one stateful quixstreams apply; latency at "
+            f"{LATENCY_RATE} events/s"
+        ),
+        measurements=[
+            Measurement(
+                "events", "events/s", rate, baseline, "one stateful apply", target_ratio=0.5
+            ),
+        ],
+        details={
+            "records": len(records),
+            "anomalies_measured": len(anomaly_ms),
+            "to_anomaly_topic_ms": {
+                "p50": _percentile(anomaly_ms, 50),
+                "p99": _percentile(anomaly_ms, 99),
+            },
+            "to_committed_row_ms": {"p50": _percentile(row_ms, 50), "p99": _percentile(row_ms, 99)},
+        },
+    )

@@ -31,6 +31,7 @@ THROUGHPUT_SECONDS = 14_400
 """Market time generated for the throughput run: about 80k events."""
 LATENCY_RATE = 1_000
 LATENCY_SECONDS = 20
+LATENCY_WARMUP = 500
 
 
 class _TimedSink(PostgresSink):
@@ -41,21 +42,21 @@ class _TimedSink(PostgresSink):
         super().__init__(*args, **kwargs)
         self.first_add: float | None = None
         self.last_flush = 0.0
-        self.row_latency_ms: list[float] = []
+        self.committed: list[tuple[int, float]] = []
+        """(Kafka timestamp, wall-clock commit time) in ms, per market record."""
         self._pending: list[int] = []
 
     def add(self, value: Any, key: Any, timestamp: int, *args: Any, **kwargs: Any) -> None:
         if self.first_add is None:
             self.first_add = time.perf_counter()
-        if type(value) in (Ticker, Trade):
-            self._pending.append(timestamp)
+        self._pending.append(timestamp)
         super().add(value, key, timestamp, *args, **kwargs)
 
     def flush(self) -> None:
         super().flush()
         self.last_flush = time.perf_counter()
         committed_ms = time.time() * 1000
-        self.row_latency_ms += [committed_ms - t for t in self._pending]
+        self.committed += [(t, committed_ms) for t in self._pending]
         self._pending.clear()
 
 
@@ -122,15 +123,36 @@ def _baseline_rate(servers: Servers, records: list[Ticker | Trade]) -> float:
 
 
 def _latency(servers: Servers) -> tuple[list[float], list[float]]:
-    """Records stamped with the wall clock, produced at LATENCY_RATE per second."""
+    """Records stamped with the wall clock, produced at LATENCY_RATE per second once
+    the detector is running; returns the latencies (ms) to the anomalies topic and to
+    the committed row."""
     feed = FeedId("bench", f"latency-{uuid.uuid4().hex[:8]}")
-    template = generate_market(seed=5, duration_s=LATENCY_SECONDS * 30, warmup_s=120).records
-    template = template[: LATENCY_RATE * LATENCY_SECONDS]
+    template = generate_market(seed=5, duration_s=3_600, warmup_s=120, anomaly_every_s=80)
+    records = template.records[: LATENCY_WARMUP + LATENCY_RATE * LATENCY_SECONDS]
     app = make_application(servers.kafka.bootstrap)
     topics = contract_topics(app, servers.kafka.bootstrap, feed, list(Stream))
     sink = _TimedSink(feed, servers.postgres.url)
-    anomaly_latency_ms: list[float] = []
+    received: list[tuple[int, float]] = []
     done = threading.Event()
+    paced_from_ms = [float("inf")]
+
+    def stamped(record: Ticker | Trade) -> Ticker | Trade:
+        now_ns = time.time_ns()
+        exchange_ms = None if record.exchange_time_ms is None else now_ns // 1_000_000
+        return msgspec.structs.replace(
+            record, exchange_time_ms=exchange_ms, received_time_ns=now_ns
+        )
+
+    def produce(batch: list[Ticker | Trade], rate: float | None) -> None:
+        started = time.perf_counter()
+        with app.get_producer() as producer:
+            for index, record in enumerate(batch):
+                if rate is not None:
+                    delay = started + index / rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                stream = Stream.TICKER if type(record) is Ticker else Stream.TRADE
+                produce_records(producer, topics[stream].name, [stamped(record)])
 
     def read_anomalies() -> None:
         consumer = Consumer(
@@ -144,57 +166,39 @@ def _latency(servers: Servers) -> tuple[list[float], list[float]]:
         while not done.is_set():
             for message in consumer.consume(num_messages=100, timeout=0.05):
                 if message.error() is None:
-                    received_ms = time.time() * 1000
                     anomaly = decode_record(message.value(), Anomaly)
-                    anomaly_latency_ms.append(received_ms - anomaly.event_time_ms)
+                    received.append((anomaly.event_time_ms, time.time() * 1000))
         consumer.close()
 
-    def produce_paced() -> None:
-        interval = 1.0 / LATENCY_RATE
-        started = time.perf_counter()
-        with app.get_producer() as producer:
-            for index, record in enumerate(template):
-                delay = started + index * interval - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                now_ns = time.time_ns()
-                stamped = msgspec.structs.replace(
-                    record,
-                    exchange_time_ms=None
-                    if record.exchange_time_ms is None
-                    else now_ns // 1_000_000,
-                    received_time_ns=now_ns,
-                )
-                stream = Stream.TICKER if type(record) is Ticker else Stream.TRADE
-                produce_records(producer, topics[stream].name, [stamped])
-                if not index % 50:
-                    producer.poll(0)
-
+    # Warm-up records bring the detector through its group join and state setup;
+    # the paced records start once those are written.
+    produce(records[:LATENCY_WARMUP], rate=None)
+    paced = threading.Thread(target=produce, args=(records[LATENCY_WARMUP:], LATENCY_RATE))
     reader = threading.Thread(target=read_anomalies, daemon=True)
     reader.start()
+
+    def written() -> bool:
+        total = sink.written["Ticker"] + sink.written["Trade"]
+        if total >= LATENCY_WARMUP and not paced.is_alive() and paced_from_ms[0] == float("inf"):
+            paced_from_ms[0] = time.time() * 1000
+            paced.start()
+        return total >= len(records)
+
     with tempfile.TemporaryDirectory() as state_dir:
         detector, _ = build_detector_app(
             feed, servers.kafka.bootstrap, sink=sink, state_dir=Path(state_dir)
         )
-        producer_thread = threading.Thread(target=produce_paced, daemon=True)
-        # Start producing once the detector has joined its group: the first written
-        # row proves it.
-        producing = threading.Event()
-
-        def written() -> bool:
-            total = sink.written["Ticker"] + sink.written["Trade"]
-            if not producing.is_set():
-                producing.set()
-                producer_thread.start()
-            return total >= len(template)
-
         try:
             run_until(detector, written, 120, "every paced record written")
         finally:
             sink.close()
             done.set()
             reader.join()
-    return anomaly_latency_ms, sink.row_latency_ms
+            paced.join()
+    start = paced_from_ms[0]
+    to_topic = [seen - t for t, seen in received if t >= start]
+    to_row = [committed - t for t, committed in sink.committed if t >= start]
+    return to_topic, to_row
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -12,12 +12,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from krakenfeed.contracts import (
     DeadLetter,
+    DeadLetterReason,
     FeedId,
     QualityEvent,
     QualityKind,
@@ -29,8 +32,10 @@ from krakenfeed.contracts import (
 )
 from krakenfeed.embedded import wait_until
 from krakenfeed.ingest.worker import IngestSettings, IngestWorker
+from krakenfeed.replay.capture import read_capture
 from krakenfeed.replay.server import ReplayServer
 from krakenfeed.replay.session import Session, generate_session
+from tests import golden_frames as golden
 from tests.conftest import Kafka
 from tests.kafka_reader import read_topic
 
@@ -273,4 +278,54 @@ def test_sigterm_stops_the_worker_with_everything_flushed(kafka: Kafka, feed: Fe
     read_topic(kafka.bootstrap, topic(feed, Stream.TRADE), produced["Trade"])
 
 
-_ = DeadLetter
+# Each invalid frame, spelled as Kraken's futures ticker would be, with the reason code
+# the worker must give it on the dlq topic.
+_INVALID_FRAMES = {
+    DeadLetterReason.MALFORMED_JSON: '{"feed":"ticker","product_id":"PF_XBTUSD","bid":644',
+    DeadLetterReason.CROSSED_QUOTE: golden.FUTURES_TICKER.replace('"bid":64401.0', '"bid":64500.0'),
+    DeadLetterReason.SCHEMA_MISMATCH: golden.FUTURES_TICKER.replace('"ask":64402.0', '"ask":"x"'),
+    DeadLetterReason.NON_POSITIVE: golden.FUTURES_TICKER.replace(
+        '"bid_size":0.1239', '"bid_size":-1'
+    ),
+    DeadLetterReason.UNKNOWN_PRODUCT: golden.FUTURES_TICKER.replace("PF_XBTUSD", "PF_ETHUSD"),
+}
+
+
+def test_invalid_frames_reach_the_dlq_with_their_reason_and_valid_ones_keep_flowing(
+    kafka: Kafka, feed: FeedId, tmp_path: Path
+) -> None:
+    clean = generate_session("futures", ["PF_XBTUSD"], ["ticker"], count_per_product_channel=20)
+    frames = list(clean.frames["futures"])
+    for position, text in enumerate(_INVALID_FRAMES.values()):
+        valid = frames[position * 3]
+        frames.insert(position * 3 + 1, replace(valid, payload={}, verbatim=text))
+    session = Session(start_ns=clean.start_ns, frames={"futures": frames}, initial=clean.initial)
+    capture = tmp_path / "frames.jsonl.gz"
+    with ReplayServer(session, keep_times=True) as server:
+        settings = replace(
+            _settings(feed, kafka, "futures", ["PF_XBTUSD"], server.url("futures")),
+            channels=("ticker",),
+            capture=capture,
+        )
+        worker = IngestWorker(settings)
+        with running(worker):
+            wait_until(
+                lambda: (
+                    worker.metrics.produced["Ticker"] == 20
+                    and worker.metrics.produced["DeadLetter"] == len(_INVALID_FRAMES)
+                ),
+                30,
+                "20 tickers and the dead letters",
+            )
+    letters = [
+        decode_record(m.value(), DeadLetter)
+        for m in read_topic(kafka.bootstrap, topic(feed, Stream.DLQ), len(_INVALID_FRAMES))
+    ]
+    assert {letter.reason: letter.raw for letter in letters} == _INVALID_FRAMES
+    assert all(letter.source == "futures" and letter.detail for letter in letters)
+    assert all(letter.received_time_ns > 0 for letter in letters)
+    read_topic(kafka.bootstrap, topic(feed, Stream.TICKER), 20)
+    # --capture kept every frame the worker received, invalid ones included, verbatim.
+    captured = [frame.frame for frame in read_capture(capture)]
+    assert set(_INVALID_FRAMES.values()) <= set(captured)
+    assert captured[0] == golden.FUTURES_INFO

@@ -133,6 +133,8 @@ class _WireFrame:
 
 
 def _prepare(api: Source, frame: SessionFrame, stream: int, cut_times: bool) -> _WireFrame:
+    if frame.verbatim is not None:
+        return _WireFrame(stream, frame.offset_ns, _text_frame(frame.verbatim.encode()))
     if not cut_times:
         return _WireFrame(stream, frame.offset_ns, _text_frame(msgspec.json.encode(frame.payload)))
     times: list[tuple[int, TimeFormat]] = []

@@ -44,6 +44,9 @@ class SessionFrame:
     product: str
     payload: Payload
     """The frame as Kraken sends it, with the session's own exchange times."""
+    verbatim: str | None = None
+    """Text sent exactly as written instead of ``payload``, for frames a client must
+    refuse (malformed JSON, a crossed quote): no time shifting, no part in snapshots."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,8 @@ class Session:
         positions: dict[tuple[Source, Channel, str], list[int]] = {}
         for api, frames in self.frames.items():
             for index, frame in enumerate(frames):
-                positions.setdefault((api, frame.channel, frame.product), []).append(index)
+                if frame.verbatim is None:
+                    positions.setdefault((api, frame.channel, frame.product), []).append(index)
         object.__setattr__(self, "_positions", positions)
 
     def products(self, api: Source) -> frozenset[str]:
@@ -134,6 +138,7 @@ def merge_sessions(*sessions: Session) -> Session:
                     frame.channel,
                     frame.product,
                     frame.payload,
+                    frame.verbatim,
                 )
                 for frame in session.frames.get(api, ())
             ]

@@ -3,11 +3,11 @@ app with RocksDB state, anomalies back on Kafka and every row in real PostgreSQL
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
 from krakenfeed.contracts import (
     Anomaly,
@@ -21,7 +21,6 @@ from krakenfeed.contracts import (
     Trade,
     decode_record,
     encode_record,
-    record_key,
     record_timestamp_ms,
     topic,
 )
@@ -204,4 +203,43 @@ def test_poison_records_go_to_the_dlq_and_quality_events_and_the_loop_keeps_goin
     ]
 
 
-_ = (pytest, record_key)
+def test_a_postgresql_outage_pauses_the_detector_and_loses_nothing(
+    kafka: Kafka, postgres_url: str, postgres_admin_url: str, feed: FeedId, tmp_path: Path
+) -> None:
+    _publish(kafka, feed)
+    database = psycopg.conninfo.conninfo_to_dict(postgres_url)["dbname"]
+    markets = len(MARKET.records)
+    app, sink = build_detector_app(
+        feed, kafka.bootstrap, postgres_url, group=f"{feed.name}-outage", state_dir=tmp_path
+    )
+    outage = {"cut": False, "restored": False, "written_at_cut": 0}
+
+    def cut_then_restore() -> bool:
+        written = sink.written["Ticker"] + sink.written["Trade"]
+        with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+            if not outage["cut"] and written > 0:
+                admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (database,),
+                )
+                outage.update(cut=True, written_at_cut=written, cut_at=time.monotonic())
+            elif (
+                outage["cut"] and not outage["restored"] and time.monotonic() - outage["cut_at"] > 2
+            ):
+                admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+                outage["restored"] = True
+        return bool(outage["restored"]) and written >= markets
+
+    try:
+        run_until(app, cut_then_restore, 120, "the outage and every record written")
+    finally:
+        sink.close()
+    assert 0 < outage["written_at_cut"] < markets, "the outage hit mid-stream"
+    with psycopg.connect(postgres_url) as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM ticker), (SELECT count(*) FROM trades)"
+        ).fetchone()
+    tickers = sum(1 for r in MARKET.records if type(r) is Ticker)
+    assert counts == (tickers, markets - tickers)
+    assert _anomaly_rows(postgres_url) == _expected_anomalies(feed)

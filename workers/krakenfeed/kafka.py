@@ -23,7 +23,7 @@ with warnings.catch_warnings():
     from quixstreams import Application
     from quixstreams.kafka import Producer
     from quixstreams.models import Topic, TopicConfig
-    from quixstreams.sinks import BatchingSink, SinkBatch
+    from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
 from krakenfeed.contracts import (
     TOPIC_CONFIG,
@@ -41,6 +41,7 @@ __all__ = [
     "Application",
     "BatchingSink",
     "Producer",
+    "SinkBackpressureError",
     "SinkBatch",
     "StreamingProducer",
     "Topic",

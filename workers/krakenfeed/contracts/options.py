@@ -128,6 +128,13 @@ DETECT_OPTIONS: Final = (
         help="directory of the detector's RocksDB state (rebuilt from changelog topics)",
     ),
     Option(
+        flag="--retention-days",
+        default="30",
+        value_type="int",
+        minimum=1,
+        help="days of market data kept: older day partitions of ticker and trades are dropped",
+    ),
+    Option(
         flag="--commit-interval-s",
         default="0.5",
         value_type="float",

@@ -9,6 +9,7 @@ quixstreams aborts the checkpoint and commits no offset past an unwritten row.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,9 +36,15 @@ from krakenfeed.contracts import (
     quality_event_id,
     record_timestamp_ms,
 )
-from krakenfeed.kafka import BatchingSink, SinkBatch
+from krakenfeed.kafka import BatchingSink, SinkBackpressureError, SinkBatch
+from krakenfeed.store.connection import StoreConnectionError, connect
 from krakenfeed.store.migrate import migrate
-from krakenfeed.store.partitions import ensure_partitions, partition_day
+from krakenfeed.store.partitions import (
+    create_ahead,
+    drop_expired,
+    ensure_partitions,
+    partition_day,
+)
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +137,37 @@ _ROUTES: dict[type, tuple[_Target, Callable[[str, Any], Row]]] = {
 }
 
 
-class PostgresSink(BatchingSink):
-    """Upserts one feed's records (market data, anomalies, quality events)."""
+_MAINTENANCE_EVERY_MS = 3_600_000
+_MAX_RETRY_S = 30.0
 
-    def __init__(self, feed: FeedId, conninfo: str = "") -> None:
+
+class PostgresSink(BatchingSink):
+    """Upserts one feed's records (market data, anomalies, quality events).
+
+    It also keeps the market tables' day partitions: ``partitions_ahead`` days are
+    created in advance, and days older than ``retention_days`` are dropped, on start
+    and then hourly.
+    """
+
+    def __init__(
+        self,
+        feed: FeedId,
+        conninfo: str = "",
+        *,
+        retention_days: int = 30,
+        partitions_ahead: int = 2,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
         super().__init__()
+        if retention_days < 1:
+            raise ValueError(f"retention_days must be at least 1, got {retention_days}")
         self._feed = str(feed)
         self._conninfo = conninfo
+        self._retention_days = retention_days
+        self._partitions_ahead = partitions_ahead
+        self._clock_ms = clock_ms
+        self._next_maintenance_ms = 0
+        self._outages = 0
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._partitions: set[tuple[str, date]] = set()
         self.rows_inserted = 0
@@ -149,9 +180,21 @@ class PostgresSink(BatchingSink):
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+            self._conn = connect(self._conninfo)
             migrate(self._conn)
+        now_ms = self._clock_ms()
+        if now_ms >= self._next_maintenance_ms:
+            self._maintain(self._conn, partition_day(now_ms))
+            self._next_maintenance_ms = now_ms + _MAINTENANCE_EVERY_MS
         return self._conn
+
+    def _maintain(self, conn: psycopg.Connection[tuple[Any, ...]], today: date) -> None:
+        create_ahead(conn, today, self._partitions_ahead)
+        dropped = drop_expired(conn, self._retention_days, today)
+        if dropped:
+            # Forget them, so a late row for one of those days recreates it.
+            self._partitions.clear()
+            log.info("retention of %d days dropped %s", self._retention_days, ", ".join(dropped))
 
     def write(self, batch: SinkBatch) -> None:
         rows: dict[_Target, list[Row]] = {}
@@ -168,13 +211,22 @@ class PostgresSink(BatchingSink):
                 kinds[kind.__name__] += 1
         try:
             self.rows_inserted += self._upsert(rows)
-            self.written.update(kinds)
-        except psycopg.OperationalError:
-            # The connection is unusable; the next write reconnects. Raising aborts
-            # the checkpoint so the offsets of these rows are not committed.
+        except (psycopg.OperationalError, StoreConnectionError) as exc:
+            # PostgreSQL is unreachable. Backpressure makes quixstreams drop this batch,
+            # pause, and resume from the last committed offsets: nothing is committed
+            # past rows that were never written, and the replayed rows are upserts.
             if self._conn is not None:
                 self._conn.close()
-            raise
+            self._outages += 1
+            retry_after = min(_MAX_RETRY_S, 0.5 * 2 ** (self._outages - 1))
+            log.warning(
+                "PostgreSQL unavailable (%s); retrying in %.1fs from the last commit",
+                exc,
+                retry_after,
+            )
+            raise SinkBackpressureError(retry_after) from None
+        self._outages = 0
+        self.written.update(kinds)
 
     def _upsert(self, rows: dict[_Target, list[Row]]) -> int:
         conn = self._connection()

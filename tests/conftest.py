@@ -23,6 +23,8 @@ from krakenfeed.contracts import FeedId
 from krakenfeed.embedded import EmbeddedKafka, EmbeddedPostgres
 
 KAFKA_OVERRIDE = "KRAKENFEED_TEST_KAFKA"
+RETENTION_DAYS = 36_500
+"""Test data is dated 2026-08; a detector with the default retention would drop it."""
 POSTGRES_OVERRIDE = "KRAKENFEED_TEST_POSTGRES_URL"
 
 

@@ -29,7 +29,7 @@ from krakenfeed.embedded import run_until
 from krakenfeed.kafka import contract_topics, make_application, produce_records
 from krakenfeed.market import generate_market
 from krakenfeed.pipeline import build_detector_app, trade_stream_config
-from tests.conftest import Kafka
+from tests.conftest import RETENTION_DAYS, Kafka
 from tests.kafka_reader import read_topic
 
 MARKET = generate_market(seed=3, duration_s=1200, warmup_s=300, anomaly_every_s=90)
@@ -85,7 +85,12 @@ def _run(
     quality: int = 0,
 ) -> Any:
     app, sink = build_detector_app(
-        feed, kafka.bootstrap, url, group=f"{feed.name}-{group}", state_dir=state_dir
+        feed,
+        kafka.bootstrap,
+        url,
+        group=f"{feed.name}-{group}",
+        state_dir=state_dir,
+        retention_days=RETENTION_DAYS,
     )
     try:
         run_until(
@@ -210,7 +215,12 @@ def test_a_postgresql_outage_pauses_the_detector_and_loses_nothing(
     database = psycopg.conninfo.conninfo_to_dict(postgres_url)["dbname"]
     markets = len(MARKET.records)
     app, sink = build_detector_app(
-        feed, kafka.bootstrap, postgres_url, group=f"{feed.name}-outage", state_dir=tmp_path
+        feed,
+        kafka.bootstrap,
+        postgres_url,
+        group=f"{feed.name}-outage",
+        state_dir=tmp_path,
+        retention_days=RETENTION_DAYS,
     )
     outage = {"cut": False, "restored": False, "written_at_cut": 0}
 

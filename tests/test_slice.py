@@ -22,7 +22,7 @@ from krakenfeed.embedded import EmbeddedKafka, run_until
 from krakenfeed.kafka import contract_topics, make_application, produce_records
 from krakenfeed.pipeline import build_detector_app
 from krakenfeed.store import migrate
-from tests.conftest import Kafka
+from tests.conftest import RETENTION_DAYS, Kafka
 from tests.kafka_reader import read_topic
 
 TICKER_COLUMNS = (
@@ -111,6 +111,7 @@ def test_consumed_records_become_exactly_one_row_each_even_when_consumed_twice(
             postgres_url,
             group=f"{feed.name}-{group}",
             state_dir=tmp_path / group,
+            retention_days=RETENTION_DAYS,
         )
         try:
             run_until(

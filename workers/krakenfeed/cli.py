@@ -131,14 +131,12 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         config = msgspec.json.decode(args.detector_config or "{}", type=DetectorConfig)
     except msgspec.DecodeError as exc:
         raise SystemExit(f"krakenfeed detect: argument --detector-config: {exc}") from None
-    from krakenfeed.store import PostgresSink
-
-    feed = _feed(args)
     app, sink = build_detector_app(
-        feed,
+        _feed(args),
         args.broker,
+        args.postgres_url or "",
         config=config,
-        sink=PostgresSink(feed, args.postgres_url or "", retention_days=args.retention_days),
+        retention_days=args.retention_days,
         state_dir=Path(args.state_dir),
         commit_interval=args.commit_interval_s,
     )

@@ -140,6 +140,7 @@ def build_detector_app(
     commit_interval: float = 0.5,
     state_dir: Path | None = None,
     sink: PostgresSink | None = None,
+    retention_days: int = 30,
     clock_ns: Callable[[], int] = time.time_ns,
 ) -> tuple[Application, PostgresSink]:
     app = make_application(
@@ -157,7 +158,7 @@ def build_detector_app(
     )
     topics = contract_topics(app, broker, feed, list(Stream))
     config = config or DetectorConfig()
-    sink = sink or PostgresSink(feed, conninfo)
+    sink = sink or PostgresSink(feed, conninfo, retention_days=retention_days)
 
     def decoded(stream: Stream, kind: type[Any]) -> Any:
         return app.dataframe(topics[stream]).apply(Decoder(feed, stream, kind, clock_ns))

@@ -152,6 +152,7 @@ class KrakenProtocol(ABC):
         )
 
     def _decode_failure(self, raw: bytes, received_ns: int, exc: Exception, tag: str) -> DeadLetter:
+        self._frames["invalid"] += 1
         if not isinstance(exc, msgspec.ValidationError):
             return self._dead(raw, received_ns, DeadLetterReason.MALFORMED_JSON, str(exc))
         message = str(exc)
@@ -196,6 +197,16 @@ class KrakenProtocol(ABC):
             )
         return None
 
+    def _rejected(self, channel: str, product: str, message: str, received_ns: int) -> QualityEvent:
+        self.subscriptions.reject(channel, product, message)
+        return self._quality(
+            QualityKind.SUBSCRIPTION_REJECTED,
+            received_ns,
+            f"Kraken refused {channel} for {product}: {message}",
+            product=product,
+            channel=channel,
+        )
+
     def _is_new_trade(self, product: str, trade_id: int) -> bool:
         """Trades repeat when a snapshot is re-sent; ids only grow per product."""
         last = self._last_trade_id.get(product)
@@ -235,7 +246,6 @@ class FuturesProtocol(KrakenProtocol):
         except msgspec.DecodeError as exc:
             if b'"event"' in raw:
                 return self._on_event(raw, received_ns)
-            self._frames["invalid"] += 1
             return [self._decode_failure(raw, received_ns, exc, "feed")]
         if type(frame) is FuturesTicker:
             self._frames["ticker"] += 1
@@ -338,7 +348,6 @@ class FuturesProtocol(KrakenProtocol):
         try:
             event = self._event.decode(raw)
         except msgspec.DecodeError as exc:
-            self._frames["invalid"] += 1
             return [self._decode_failure(raw, received_ns, exc, "event")]
         self._frames[f"event:{event.event}"] += 1
         products = event.product_ids or []
@@ -372,16 +381,6 @@ class FuturesProtocol(KrakenProtocol):
         if out or any(p in named for _, p in self.subscriptions.rejected):
             return out
         return [self._quality(QualityKind.PROTOCOL_ERROR, received_ns, message)]
-
-    def _rejected(self, channel: str, product: str, message: str, received_ns: int) -> QualityEvent:
-        self.subscriptions.reject(channel, product, message)
-        return self._quality(
-            QualityKind.SUBSCRIPTION_REJECTED,
-            received_ns,
-            f"Kraken refused {channel} for {product}: {message}",
-            product=product,
-            channel=channel,
-        )
 
 
 def _by_seq(item: FuturesTradeItem) -> int:
@@ -438,7 +437,6 @@ class SpotProtocol(KrakenProtocol):
                 return self._on_response(raw, received_ns)
             if b'"channel"' not in raw:
                 return self._on_bare(raw, received_ns)
-            self._frames["invalid"] += 1
             return [self._decode_failure(raw, received_ns, exc, "channel")]
         if type(frame) is SpotTicker:
             self._frames["ticker"] += 1
@@ -516,7 +514,6 @@ class SpotProtocol(KrakenProtocol):
         try:
             response = self._response.decode(raw)
         except msgspec.DecodeError as exc:
-            self._frames["invalid"] += 1
             return [self._decode_failure(raw, received_ns, exc, "method")]
         self._frames[f"method:{response.method}"] += 1
         if response.method != "subscribe":
@@ -535,25 +532,12 @@ class SpotProtocol(KrakenProtocol):
         ]
         if not refused:
             return [self._quality(QualityKind.PROTOCOL_ERROR, received_ns, message)]
-        out: list[Output] = []
-        for c, p in refused:
-            self.subscriptions.reject(c, p, message)
-            out.append(
-                self._quality(
-                    QualityKind.SUBSCRIPTION_REJECTED,
-                    received_ns,
-                    f"Kraken refused {c} for {p}: {message}",
-                    product=p,
-                    channel=c,
-                )
-            )
-        return out
+        return [self._rejected(c, p, message, received_ns) for c, p in refused]
 
     def _on_bare(self, raw: bytes, received_ns: int) -> list[Output]:
         try:
             error = self._bare_error.decode(raw)
         except msgspec.DecodeError as exc:
-            self._frames["invalid"] += 1
             return [self._decode_failure(raw, received_ns, exc, "channel")]
         self._frames["error"] += 1
         return [self._quality(QualityKind.PROTOCOL_ERROR, received_ns, error.Error)]

@@ -29,6 +29,7 @@ from krakenfeed.embedded import run_until
 from krakenfeed.kafka import contract_topics, make_application, produce_records
 from krakenfeed.market import generate_market
 from krakenfeed.pipeline import build_detector_app, trade_stream_config
+from krakenfeed.store import PostgresSink
 from tests.conftest import RETENTION_DAYS, Kafka
 from tests.kafka_reader import read_topic
 
@@ -208,44 +209,72 @@ def test_poison_records_go_to_the_dlq_and_quality_events_and_the_loop_keeps_goin
     ]
 
 
+class _OutageAfterFirstWrite(PostgresSink):
+    """Takes its database away right after its first committed batch: the outage
+    lands mid-stream however fast the stream runs."""
+
+    def __init__(self, admin_url: str, database: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._admin_url = admin_url
+        self._database = database
+        self.written_at_cut: int | None = None
+        self.cut_at = 0.0
+
+    def write(self, batch: Any) -> None:
+        super().write(batch)
+        if self.written_at_cut is None:
+            self.written_at_cut = self.written["Ticker"] + self.written["Trade"]
+            self.cut_at = time.monotonic()
+            self._allow_connections(False)
+
+    def _allow_connections(self, allow: bool) -> None:
+        with psycopg.connect(self._admin_url, autocommit=True) as admin:
+            admin.execute(
+                f'ALTER DATABASE "{self._database}" ALLOW_CONNECTIONS {str(allow).lower()}'
+            )
+            if not allow:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (self._database,),
+                )
+
+    def restore_after(self, seconds: float) -> bool:
+        """Bring the database back once it has been away this long; True once back."""
+        if self.written_at_cut is None or time.monotonic() - self.cut_at < seconds:
+            return False
+        self._allow_connections(True)
+        return True
+
+
 def test_a_postgresql_outage_pauses_the_detector_and_loses_nothing(
     kafka: Kafka, postgres_url: str, postgres_admin_url: str, feed: FeedId, tmp_path: Path
 ) -> None:
     _publish(kafka, feed)
     database = psycopg.conninfo.conninfo_to_dict(postgres_url)["dbname"]
     markets = len(MARKET.records)
-    app, sink = build_detector_app(
+    sink = _OutageAfterFirstWrite(
+        postgres_admin_url, database, feed, postgres_url, retention_days=RETENTION_DAYS
+    )
+    app, _ = build_detector_app(
         feed,
         kafka.bootstrap,
-        postgres_url,
         group=f"{feed.name}-outage",
         state_dir=tmp_path,
-        retention_days=RETENTION_DAYS,
+        sink=sink,
+        commit_interval=0.05,
     )
-    outage = {"cut": False, "restored": False, "written_at_cut": 0}
+    restored = [False]
 
-    def cut_then_restore() -> bool:
-        written = sink.written["Ticker"] + sink.written["Trade"]
-        with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
-            if not outage["cut"] and written > 0:
-                admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-                admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                    (database,),
-                )
-                outage.update(cut=True, written_at_cut=written, cut_at=time.monotonic())
-            elif (
-                outage["cut"] and not outage["restored"] and time.monotonic() - outage["cut_at"] > 2
-            ):
-                admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-                outage["restored"] = True
-        return bool(outage["restored"]) and written >= markets
+    def recovered() -> bool:
+        restored[0] = restored[0] or sink.restore_after(2.0)
+        return restored[0] and sink.written["Ticker"] + sink.written["Trade"] >= markets
 
     try:
-        run_until(app, cut_then_restore, 120, "the outage and every record written")
+        run_until(app, recovered, 120, "the outage to pass and every record to be written")
     finally:
         sink.close()
-    assert 0 < outage["written_at_cut"] < markets, "the outage hit mid-stream"
+    assert sink.written_at_cut is not None
+    assert 0 < sink.written_at_cut < markets, "the outage hit mid-stream"
     with psycopg.connect(postgres_url) as conn:
         counts = conn.execute(
             "SELECT (SELECT count(*) FROM ticker), (SELECT count(*) FROM trades)"

@@ -22,10 +22,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import websocket
 
 from krakenfeed.embedded import wait_until
+from krakenfeed.ingest.protocol import FuturesProtocol, SpotProtocol, ValidationSettings
+from krakenfeed.market import generate_market
 from krakenfeed.replay import (
     CapturedFrame,
     CaptureWriter,
@@ -34,6 +37,7 @@ from krakenfeed.replay import (
     merge_sessions,
     read_capture,
     session_from_capture,
+    session_from_records,
     shift_times,
 )
 from krakenfeed.replay.command import parse_pace
@@ -708,3 +712,33 @@ def test_the_command_refuses_a_bad_pace_from_its_env_var() -> None:
         _, stderr = process.communicate(timeout=20)
     assert process.returncode != 0
     assert "--pace: got 'fast'" in stderr
+
+
+def test_records_become_the_frames_ingest_turns_back_into_the_same_records() -> None:
+    records = generate_market(seed=2, duration_s=300, warmup_s=60, anomaly_every_s=80).records
+    session = session_from_records(records)
+    protocols = {
+        "futures": FuturesProtocol(["PF_XBTUSD"], ["ticker", "trade"], ValidationSettings(0)),
+        "spot": SpotProtocol(["BTC/USD"], ["ticker", "trade"], ValidationSettings(0)),
+    }
+    decoded: list[Any] = []
+    for api, frames in session.frames.items():
+        for frame in frames:
+            received_ns = session.start_ns + frame.offset_ns
+            decoded += protocols[api].handle(msgspec.json.encode(frame.payload), received_ns)
+
+    def without_receive_time(record: object) -> object:
+        return msgspec.structs.replace(record, received_time_ns=0)  # type: ignore[type-var]
+
+    expected = sorted(
+        (without_receive_time(r) for r in records if r.exchange_time_ms is not None),
+        key=repr,
+    )
+    spot_tickers = [r for r in decoded if r.exchange_time_ms is None]
+    assert (
+        sorted(
+            (without_receive_time(r) for r in decoded if r.exchange_time_ms is not None), key=repr
+        )
+        == expected
+    )
+    assert len(spot_tickers) == sum(1 for r in records if r.exchange_time_ms is None)

@@ -150,7 +150,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from krakenfeed.demo import run_demo
 
-    return run_demo(FeedId.parse(args.feed), args.frames)
+    return run_demo(FeedId.parse(args.feed), args.market_seconds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,7 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--feed", default="local/demo", help="feed as namespace/name")
     demo.add_argument(
-        "--frames", type=int, default=2000, help="frames per product and channel in the replay"
+        "--market-seconds",
+        type=int,
+        default=3600,
+        help="seconds of labelled market to replay (it plays as fast as it can)",
     )
     demo.set_defaults(handler=_cmd_demo)
     return parser

@@ -16,6 +16,7 @@ from krakenfeed.replay.session import (
     generate_session,
     merge_sessions,
     session_from_capture,
+    session_from_records,
     shift_times,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "merge_sessions",
     "read_capture",
     "session_from_capture",
+    "session_from_records",
     "shift_times",
 ]

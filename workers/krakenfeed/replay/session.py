@@ -20,7 +20,7 @@ from typing import Any, Final, Literal, Protocol, get_args
 
 import msgspec
 
-from krakenfeed.contracts import Source
+from krakenfeed.contracts import Source, Ticker, Trade, record_timestamp_ms
 
 Channel = Literal["ticker", "trade"]
 CHANNELS: Final[tuple[Channel, ...]] = get_args(Channel)
@@ -591,3 +591,57 @@ def _maturity_ms(product: str) -> int:
         return 0
     expiry = datetime.strptime(parts[2], "%y%m%d").replace(hour=16, tzinfo=UTC)
     return (expiry - _EPOCH) // timedelta(milliseconds=1)
+
+
+def session_from_records(records: Iterable[Ticker | Trade]) -> Session:
+    """Contract records back into the Kraken frames they would have come from.
+
+    The inverse of ingest's normalisation, so that a labelled market
+    (``krakenfeed.market``) can be replayed through the whole pipeline.
+    """
+    ordered = sorted(records, key=record_timestamp_ms)
+    if not ordered:
+        raise ValueError("session_from_records needs at least one record")
+    start_ms = record_timestamp_ms(ordered[0])
+    frames: dict[Source, list[SessionFrame]] = {"futures": [], "spot": []}
+    for record in ordered:
+        offset_ns = (record_timestamp_ms(record) - start_ms) * 1_000_000
+        channel: Channel = "ticker" if isinstance(record, Ticker) else "trade"
+        payload = _futures_frame(record) if record.source == "futures" else _spot_frame_of(record)
+        frames[record.source].append(SessionFrame(offset_ns, channel, record.product, payload))
+    return Session(start_ns=start_ms * 1_000_000, frames=frames)
+
+
+def _futures_frame(record: Ticker | Trade) -> Payload:
+    if isinstance(record, Trade):
+        return {
+            "feed": "trade", "product_id": record.product, "uid": record.uid,
+            "side": record.side, "type": "fill", "time": record.exchange_time_ms,
+            "qty": record.qty, "price": record.price, "seq": record.seq,
+        }  # fmt: skip
+    return {
+        "feed": "ticker", "product_id": record.product, "time": record.exchange_time_ms,
+        "bid": record.bid, "ask": record.ask, "bid_size": record.bid_size,
+        "ask_size": record.ask_size, "last": record.last, "volume": record.volume,
+        "markPrice": record.mark_price, "index": record.index_price,
+        "premium": record.premium, "funding_rate": record.funding_rate,
+        "relative_funding_rate": record.relative_funding_rate,
+        "openInterest": record.open_interest,
+    }  # fmt: skip
+
+
+def _spot_frame_of(record: Ticker | Trade) -> Payload:
+    if isinstance(record, Trade):
+        assert record.exchange_time_ms is not None
+        item: Payload = {
+            "symbol": record.product, "side": record.side, "price": record.price,
+            "qty": record.qty, "ord_type": "limit", "trade_id": record.trade_id,
+            "timestamp": format_rfc3339_us(record.exchange_time_ms * 1000),
+        }  # fmt: skip
+        return _spot_frame("trade", [item])
+    item = {
+        "symbol": record.product, "bid": record.bid, "bid_qty": record.bid_size,
+        "ask": record.ask, "ask_qty": record.ask_size, "last": record.last,
+        "volume": record.volume,
+    }  # fmt: skip
+    return _spot_frame("ticker", [item])

@@ -137,7 +137,7 @@ def build_detector_app(
     *,
     config: DetectorConfig | None = None,
     group: str | None = None,
-    commit_interval: float = 0.5,
+    commit_interval: float = 0.25,
     state_dir: Path | None = None,
     sink: PostgresSink | None = None,
     retention_days: int = 30,

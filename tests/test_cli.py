@@ -91,3 +91,17 @@ def test_an_invalid_feed_name_is_reported_with_its_flags() -> None:
     args = build_parser().parse_args(["detect", "--feed", "Not_Valid"])
     with pytest.raises(SystemExit, match="--namespace/--feed: feed name 'Not_Valid'"):
         args.handler(args)
+
+
+def test_a_bad_detector_config_names_the_field_before_anything_starts() -> None:
+    args = build_parser().parse_args(
+        [
+            "detect",
+            "--feed",
+            "btc",
+            "--detector-config",
+            '{"price_jump": {"threshold": "high"}}',
+        ]
+    )
+    with pytest.raises(SystemExit, match=r"--detector-config: .* `\$\.price_jump\.threshold`"):
+        args.handler(args)

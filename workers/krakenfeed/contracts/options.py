@@ -118,7 +118,7 @@ DETECT_OPTIONS: Final = (
     Option(
         flag="--detector-config",
         help=(
-            'detector settings as JSON, e.g. \'{"price_jump": {"z_threshold": 8}}\'; '
+            'detector settings as JSON, e.g. \'{"price_jump": {"threshold": 8}}\'; '
             "omitted fields keep their documented defaults"
         ),
     ),

@@ -207,6 +207,10 @@ def test_poison_records_go_to_the_dlq_and_quality_events_and_the_loop_keeps_goin
         ("dead_letter", "schema_mismatch", None, "detector"),
         ("sequence_gap", None, "PF_XBTUSD", None),
     ]
+    # A second group replays the poison: the same dead letters, so no new row.
+    again = _run(kafka, feed, postgres_url, tmp_path / "again", "again", len(MARKET.records), 5)
+    assert again.rows_inserted == 0
+    assert len(quality_rows()) == 5
 
 
 class _OutageAfterFirstWrite(PostgresSink):

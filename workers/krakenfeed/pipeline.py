@@ -48,14 +48,22 @@ _STATE_KEY = "engine"
 
 
 class Decoder:
-    """Turns a Kafka value into its contract record, or a dead letter that says why not."""
+    """Turns a Kafka value into its contract record, or a dead letter that says why not.
 
-    def __init__(self, feed: FeedId, stream: Stream, kind: type[Any], clock_ns: Callable[[], int]):
+    A dead letter's receive time is the Kafka record's timestamp, not the clock:
+    replaying the same record gives the same dead letter, hence the same quality
+    event id, so a replay adds no row.
+    """
+
+    def __init__(self, feed: FeedId, stream: Stream, kind: type[Any]):
         self._topic = topic(feed, stream)
         self._decode = msgspec.json.Decoder(kind).decode
-        self._clock_ns = clock_ns
 
-    def __call__(self, value: bytes) -> Any:
+    def __call__(self, value: bytes, key: Any, timestamp_ms: int, headers: Any) -> Any:
+        """The quixstreams ``apply(…, metadata=True)`` form."""
+        return self.decode(value, timestamp_ms)
+
+    def decode(self, value: bytes, timestamp_ms: int) -> Any:
         try:
             return self._decode(value)
         except msgspec.DecodeError as exc:
@@ -66,7 +74,7 @@ class Decoder:
             )
             return DeadLetter(
                 source=_source_of(value),
-                received_time_ns=self._clock_ns(),
+                received_time_ns=timestamp_ms * 1_000_000,
                 reason=reason,
                 detail=f"{self._topic}: {exc}",
                 raw=value.decode("utf-8", "replace"),
@@ -101,15 +109,17 @@ class Detect:
         topics: dict[Stream, Topic],
         clock_ns: Callable[[], int],
     ) -> None:
-        self._decode = decoder
+        self._decode = decoder.decode
         self._engine = engine
         self._produce = producer.produce
         self._anomalies = topics[Stream.ANOMALIES].name
         self._dead_letters = topics[Stream.DLQ].name
         self._clock_ns = clock_ns
 
-    def __call__(self, value: bytes, state: Any) -> list[Any]:
-        record = self._decode(value)
+    def __call__(
+        self, value: bytes, key: Any, timestamp_ms: int, headers: Any, state: Any
+    ) -> list[Any]:
+        record = self._decode(value, timestamp_ms)
         if isinstance(record, DeadLetter):
             self._publish(self._dead_letters, record, record_timestamp_ms(record))
             return [record]
@@ -161,7 +171,7 @@ def build_detector_app(
     sink = sink or PostgresSink(feed, conninfo, retention_days=retention_days)
 
     def decoded(stream: Stream, kind: type[Any]) -> Any:
-        return app.dataframe(topics[stream]).apply(Decoder(feed, stream, kind, clock_ns))
+        return app.dataframe(topics[stream]).apply(Decoder(feed, stream, kind), metadata=True)
 
     engines = {
         (Stream.TICKER, Ticker): DetectorEngine(feed, config),
@@ -170,13 +180,13 @@ def build_detector_app(
     for (stream, kind), engine in engines.items():
         sdf = app.dataframe(topics[stream])
         detect = Detect(
-            Decoder(feed, stream, kind, clock_ns),
+            Decoder(feed, stream, kind),
             engine,
             sdf.processing_context.producer,
             topics,
             clock_ns,
         )
-        sdf.apply(detect, stateful=True).sink(sink)
+        sdf.apply(detect, stateful=True, metadata=True).sink(sink)
     decoded(Stream.DLQ, DeadLetter).sink(sink)
     decoded(Stream.QUALITY, QualityEvent).sink(sink)
     return app, sink

@@ -175,17 +175,26 @@ class KrakenProtocol(ABC):
             return DeadLetterReason.CROSSED_QUOTE, f"{product}: bid {bid} > ask {ask}"
         return None
 
-    def _invalid_trade(
-        self, product: str, price: float, qty: float
-    ) -> tuple[DeadLetterReason, str] | None:
+    def _checked_trade(
+        self, trade: Trade, exchange_ms: int, raw: bytes, received_ns: int, *, live: bool
+    ) -> Trade | DeadLetter:
+        """The trade, or the dead letter saying why it is not one. Snapshots are
+        history, so only live trades face the clock-skew check."""
+        product = trade.product
+        problem: tuple[DeadLetterReason, str] | None = None
         if product not in self._known:
-            return DeadLetterReason.UNKNOWN_PRODUCT, f"product {product!r} was not subscribed"
-        if price <= 0 or qty <= 0:
-            return (
+            problem = DeadLetterReason.UNKNOWN_PRODUCT, f"product {product!r} was not subscribed"
+        elif trade.price <= 0 or trade.qty <= 0:
+            problem = (
                 DeadLetterReason.NON_POSITIVE,
-                f"{product}: price {price} and qty {qty} must be positive",
+                f"{product}: price {trade.price} and qty {trade.qty} must be positive",
             )
-        return None
+        elif live:
+            problem = self._skewed(exchange_ms, received_ns)
+        if problem is not None:
+            return self._dead(raw, received_ns, *problem, product=product, exchange_ms=exchange_ms)
+        self._last_frame_ns[product] = received_ns
+        return trade
 
     def _skewed(self, exchange_ms: int, received_ns: int) -> tuple[DeadLetterReason, str] | None:
         limit = self.settings.max_clock_skew_ms
@@ -320,28 +329,18 @@ class FuturesProtocol(KrakenProtocol):
                     missing=missing,
                 )
             )
-        problem = self._invalid_trade(product, item.price, item.qty) or (
-            self._skewed(item.time, received_ns) if live else None
+        trade = Trade(
+            source="futures",
+            product=product,
+            exchange_time_ms=item.time,
+            received_time_ns=received_ns,
+            side=item.side,
+            price=item.price,
+            qty=item.qty,
+            seq=item.seq,
+            uid=item.uid,
         )
-        if problem is not None:
-            out.append(
-                self._dead(raw, received_ns, *problem, product=product, exchange_ms=item.time)
-            )
-            return out
-        self._last_frame_ns[product] = received_ns
-        out.append(
-            Trade(
-                source="futures",
-                product=product,
-                exchange_time_ms=item.time,
-                received_time_ns=received_ns,
-                side=item.side,
-                price=item.price,
-                qty=item.qty,
-                seq=item.seq,
-                uid=item.uid,
-            )
-        )
+        out.append(self._checked_trade(trade, item.time, raw, received_ns, live=live))
         return out
 
     def _on_event(self, raw: bytes, received_ns: int) -> list[Output]:
@@ -485,29 +484,17 @@ class SpotProtocol(KrakenProtocol):
             if not self._is_new_trade(item.symbol, item.trade_id):
                 continue
             exchange_ms = int(item.timestamp.timestamp() * 1000)
-            problem = self._invalid_trade(item.symbol, item.price, item.qty) or (
-                self._skewed(exchange_ms, received_ns) if live else None
+            trade = Trade(
+                source="spot",
+                product=item.symbol,
+                exchange_time_ms=exchange_ms,
+                received_time_ns=received_ns,
+                side=item.side,
+                price=item.price,
+                qty=item.qty,
+                trade_id=item.trade_id,
             )
-            if problem is not None:
-                out.append(
-                    self._dead(
-                        raw, received_ns, *problem, product=item.symbol, exchange_ms=exchange_ms
-                    )
-                )
-                continue
-            self._last_frame_ns[item.symbol] = received_ns
-            out.append(
-                Trade(
-                    source="spot",
-                    product=item.symbol,
-                    exchange_time_ms=exchange_ms,
-                    received_time_ns=received_ns,
-                    side=item.side,
-                    price=item.price,
-                    qty=item.qty,
-                    trade_id=item.trade_id,
-                )
-            )
+            out.append(self._checked_trade(trade, exchange_ms, raw, received_ns, live=live))
         return out
 
     def _on_response(self, raw: bytes, received_ns: int) -> list[Output]:

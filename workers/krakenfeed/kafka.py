@@ -22,7 +22,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=authlib.deprecate.AuthlibDeprecationWarning)
     from quixstreams import Application
     from quixstreams.kafka import Producer
-    from quixstreams.models import Topic, TopicConfig
+    from quixstreams.models import HeadersTuples, Topic, TopicConfig
     from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
 from krakenfeed.contracts import (
@@ -40,6 +40,7 @@ __all__ = [
     "PRODUCER_CONFIG",
     "Application",
     "BatchingSink",
+    "HeadersTuples",
     "Producer",
     "SinkBackpressureError",
     "SinkBatch",

@@ -40,9 +40,15 @@ from krakenfeed.contracts import (
     record_timestamp_ms,
     topic,
 )
-from krakenfeed.detect import DetectorConfig, DetectorEngine, decode_state, encode_state
+from krakenfeed.detect import (
+    DetectorConfig,
+    DetectorEngine,
+    ProductState,
+    decode_state,
+    encode_state,
+)
 from krakenfeed.kafka import Application, Topic, contract_topics, make_application
-from krakenfeed.store import PostgresSink
+from krakenfeed.store import EncodedRecord, PostgresSink
 
 _STATE_KEY = "engine"
 
@@ -98,7 +104,8 @@ class Detect:
     to copy it. Anomalies and dead letters go to Kafka through the Application's own
     producer (so under exactly-once they join the checkpoint's transaction). The
     record and its anomalies flow on to the PostgreSQL sink as one list: quixstreams'
-    per-item expand costs more than the sink unpacking it.
+    per-item expand costs more than the sink unpacking it. The record goes as the JSON
+    it arrived as, now validated, which PostgreSQL unpacks into its row.
     """
 
     def __init__(
@@ -115,6 +122,9 @@ class Detect:
         self._anomalies = topics[Stream.ANOMALIES].name
         self._dead_letters = topics[Stream.DLQ].name
         self._clock_ns = clock_ns
+        self._decoded: dict[Any, tuple[bytes, ProductState]] = {}
+        """Per key (product): the state bytes last stored and the state they encode.
+        Bounded by the feed's products."""
 
     def __call__(
         self, value: bytes, key: Any, timestamp_ms: int, headers: Any, state: Any
@@ -125,14 +135,26 @@ class Detect:
             return [record]
         engine = self._engine
         stored = state.get_bytes(_STATE_KEY)
-        product_state = engine.new_state(record.product) if stored is None else decode_state(stored)
+        # The state this step stored last is still decoded here, and the checkpoint's
+        # transaction hands back the very bytes object it was given: reuse the
+        # decoded state only then. After a commit, an aborted checkpoint or a
+        # rebalance the store returns other bytes, and those are decoded.
+        remembered = self._decoded.pop(key, None)
+        if remembered is not None and remembered[0] is stored:
+            product_state = remembered[1]
+        elif stored is None:
+            product_state = engine.new_state(record.product)
+        else:
+            product_state = decode_state(stored)
         anomalies = engine.process(
             product_state, record, record_timestamp_ms(record), self._clock_ns()
         )
-        state.set_bytes(_STATE_KEY, encode_state(product_state))
+        encoded_state = encode_state(product_state)
+        state.set_bytes(_STATE_KEY, encoded_state)
+        self._decoded[key] = (encoded_state, product_state)
         for anomaly in anomalies:
             self._publish(self._anomalies, anomaly, anomaly.event_time_ms)
-        return [record, *anomalies]
+        return [EncodedRecord.of(record, value), *anomalies]
 
     def _publish(self, topic_name: str, record: Anomaly | DeadLetter, timestamp: int) -> None:
         self._produce(

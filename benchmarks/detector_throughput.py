@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,33 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from benchmarks.runner import Measurement, Result, Servers, benchmark
-from krakenfeed.contracts import Anomaly, FeedId, Stream, Ticker, Trade, decode_record, topic
+from krakenfeed.contracts import (
+    Anomaly,
+    FeedId,
+    Stream,
+    Ticker,
+    Trade,
+    decode_record,
+    record_timestamp_ms,
+    topic,
+)
 from krakenfeed.embedded import run_until
 from krakenfeed.kafka import contract_topics, make_application, produce_records
-from krakenfeed.market import generate_market
+from krakenfeed.market import FUTURES, SPOT, generate_market
 from krakenfeed.pipeline import build_detector_app
 from krakenfeed.store import PostgresSink
 
 THROUGHPUT_SECONDS = 14_400
 """Market time generated for the throughput run: about 80k events."""
+LATENCY_MARKETS = 160
+"""Markets of one futures and one spot product each: about 1k events per second."""
 LATENCY_RATE = 1_000
-LATENCY_SECONDS = 20
-LATENCY_WARMUP = 500
+LATENCY_SECONDS = 40
+LATENCY_WARMUP_S = 75
+"""Market seconds before pacing starts: enough for every detector to warm up."""
+PACING_DELAY_S = 40
+"""Wall seconds from the start of the run to the first paced record: the detector's
+group join and its pass through the warm-up must fit in it."""
 
 
 class _TimedSink(PostgresSink):
@@ -129,37 +145,67 @@ def _baseline_rate(servers: Servers, records: list[Ticker | Trade]) -> float:
     return len(records) / (seen["last"] - seen["first"])
 
 
-def _latency(servers: Servers) -> tuple[list[float], list[float]]:
-    """Records stamped with the wall clock, produced at LATENCY_RATE per second once
-    the detector is running; returns the latencies (ms) to the anomalies topic and to
-    the committed row."""
+def _realtime_market() -> tuple[list[Ticker | Trade], int]:
+    """LATENCY_MARKETS seeded markets, each under its own product names, merged into
+    one stream of about LATENCY_RATE events per second of market time, and the
+    market time at which pacing starts: everything before it is warm-up."""
+    records: list[Ticker | Trade] = []
+    start_ms = 1_786_046_338_000
+    end_ms = start_ms + (LATENCY_WARMUP_S + LATENCY_SECONDS) * 1000
+    for market in range(LATENCY_MARKETS):
+        names = {FUTURES: f"PF_B{market:03d}USD", SPOT: f"B{market:03d}/USD"}
+        # The generator schedules an anomaly only where its episode fits, 100 s
+        # past the warm-up: the first one falls in the paced part, which is cut
+        # at LATENCY_SECONDS.
+        generated = generate_market(
+            seed=1_000 + market,
+            start_ms=start_ms,
+            duration_s=LATENCY_WARMUP_S + 100,
+            warmup_s=LATENCY_WARMUP_S,
+            anomaly_every_s=80,
+        )
+        records += (
+            msgspec.structs.replace(record, product=names[record.product])
+            for record in generated.records
+            if record_timestamp_ms(record) < end_ms
+        )
+    records.sort(key=record_timestamp_ms)
+    return records, start_ms + LATENCY_WARMUP_S * 1000
+
+
+def _latency(servers: Servers) -> tuple[list[float], list[float], Counter[str], float]:
+    """Latencies (ms) from the Kafka timestamp of a record to the anomaly it raised
+    on the anomalies topic, and to the checkpoint that committed its row.
+
+    The market runs in real time: every record's times are shifted so that pacing
+    starts PACING_DELAY_S after the run starts, and each record is produced when
+    the wall clock reaches its timestamp. The warm-up (LATENCY_WARMUP_S of market)
+    is produced at once, and the detector works through it before pacing starts.
+    Only records and anomalies from the paced part are measured. The likelihood
+    detector is left out of the topic latency: its event time is the end of the
+    interval it scored, which it can only score once a later trade arrives.
+    """
     feed = FeedId("bench", f"latency-{uuid.uuid4().hex[:8]}")
-    template = generate_market(seed=5, duration_s=3_600, warmup_s=120, anomaly_every_s=80)
-    records = template.records[: LATENCY_WARMUP + LATENCY_RATE * LATENCY_SECONDS]
+    market, paced_from = _realtime_market()
+    shift_ms = int(time.time() * 1000 + PACING_DELAY_S * 1000) - paced_from
+    records = [_shifted(record, shift_ms) for record in market]
+    paced_from += shift_ms
+    split = next(i for i, r in enumerate(records) if record_timestamp_ms(r) >= paced_from)
     app = make_application(servers.kafka.bootstrap)
     topics = contract_topics(app, servers.kafka.bootstrap, feed, list(Stream))
     sink = _TimedSink(feed, servers.postgres.url, per_record=True)
-    received: list[tuple[int, float]] = []
+    received: list[tuple[Anomaly, float]] = []
     done = threading.Event()
-    paced_from_ms = [float("inf")]
 
-    def stamped(record: Ticker | Trade) -> Ticker | Trade:
-        now_ns = time.time_ns()
-        exchange_ms = None if record.exchange_time_ms is None else now_ns // 1_000_000
-        return msgspec.structs.replace(
-            record, exchange_time_ms=exchange_ms, received_time_ns=now_ns
-        )
-
-    def produce(batch: list[Ticker | Trade], rate: float | None) -> None:
-        started = time.perf_counter()
+    def produce(batch: list[Ticker | Trade], paced: bool) -> None:
         with app.get_producer() as producer:
-            for index, record in enumerate(batch):
-                if rate is not None:
-                    delay = started + index / rate - time.perf_counter()
+            for record in batch:
+                if paced:
+                    delay = record_timestamp_ms(record) / 1000 - time.time()
                     if delay > 0:
                         time.sleep(delay)
                 stream = Stream.TICKER if type(record) is Ticker else Stream.TRADE
-                produce_records(producer, topics[stream].name, [stamped(record)])
+                produce_records(producer, topics[stream].name, [record])
 
     def read_anomalies() -> None:
         consumer = Consumer(
@@ -171,41 +217,56 @@ def _latency(servers: Servers) -> tuple[list[float], list[float]]:
         )
         consumer.assign([TopicPartition(topic(feed, Stream.ANOMALIES), 0, OFFSET_BEGINNING)])
         while not done.is_set():
-            for message in consumer.consume(num_messages=100, timeout=0.05):
-                if message.error() is None:
-                    anomaly = decode_record(message.value(), Anomaly)
-                    received.append((anomaly.event_time_ms, time.time() * 1000))
+            # poll, not consume(num_messages=…): consume waits for its whole batch.
+            message = consumer.poll(0.05)
+            if message is not None and message.error() is None:
+                received.append((decode_record(message.value(), Anomaly), time.time() * 1000))
         consumer.close()
 
-    # Warm-up records bring the detector through its group join and state setup;
-    # the paced records start once those are written.
-    produce(records[:LATENCY_WARMUP], rate=None)
-    paced = threading.Thread(target=produce, args=(records[LATENCY_WARMUP:], LATENCY_RATE))
+    slack: list[float] = []
+    """Seconds between the detector finishing the warm-up and the first paced record
+    (negative: it was still busy, and the first latencies include its backlog)."""
+
+    def pace() -> None:
+        while sink.written["Ticker"] + sink.written["Trade"] < split and not done.is_set():
+            time.sleep(0.05)
+        slack.append(paced_from / 1000 - time.time())
+        produce(records[split:], paced=True)
+
+    produce(records[:split], paced=False)
+    pacer = threading.Thread(target=pace)
     reader = threading.Thread(target=read_anomalies, daemon=True)
     reader.start()
-
-    def written() -> bool:
-        total = sink.written["Ticker"] + sink.written["Trade"]
-        if total >= LATENCY_WARMUP and not paced.is_alive() and paced_from_ms[0] == float("inf"):
-            paced_from_ms[0] = time.time() * 1000
-            paced.start()
-        return total >= len(records)
-
+    pacer.start()
     with tempfile.TemporaryDirectory() as state_dir:
         detector, _ = build_detector_app(
             feed, servers.kafka.bootstrap, sink=sink, state_dir=Path(state_dir)
         )
         try:
-            run_until(detector, written, 120, "every paced record written")
+            run_until(
+                detector,
+                lambda: sink.written["Ticker"] + sink.written["Trade"] >= len(records),
+                LATENCY_WARMUP_S + LATENCY_SECONDS + 120,
+                "every paced record written",
+            )
         finally:
             sink.close()
             done.set()
             reader.join()
-            paced.join()
-    start = paced_from_ms[0]
-    to_topic = [seen - t for t, seen in received if t >= start]
-    to_row = [committed - t for t, committed in sink.committed if t >= start]
-    return to_topic, to_row
+            pacer.join()
+    measured = [(a, seen) for a, seen in received if a.event_time_ms >= paced_from]
+    to_topic = [seen - a.event_time_ms for a, seen in measured if a.detector != "likelihood"]
+    to_row = [committed - t for t, committed in sink.committed if t >= paced_from]
+    return to_topic, to_row, Counter(a.detector for a, _ in measured), slack[0]
+
+
+def _shifted(record: Ticker | Trade, shift_ms: int) -> Ticker | Trade:
+    exchange_ms = record.exchange_time_ms
+    return msgspec.structs.replace(
+        record,
+        exchange_time_ms=None if exchange_ms is None else exchange_ms + shift_ms,
+        received_time_ns=record.received_time_ns + shift_ms * 1_000_000,
+    )
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -221,13 +282,13 @@ def detector_throughput(servers: Servers) -> Result:
     records = generate_market(seed=1, duration_s=THROUGHPUT_SECONDS).records
     baseline = _baseline_rate(servers, records)
     rate = _krakenfeed_rate(servers, records)
-    anomaly_ms, row_ms = _latency(servers)
+    anomaly_ms, row_ms, detectors, slack_s = _latency(servers)
     return Result(
         name="detector",
         description=(
             f"{len(records):,} market records: consume → features → detectors → PostgreSQL "
             "sink and anomalies topic, vs one stateful quixstreams apply; latency at "
-            f"{LATENCY_RATE} events/s"
+            f"{LATENCY_RATE} events/s ({LATENCY_MARKETS * 2} products in real time)"
         ),
         measurements=[
             Measurement(
@@ -237,6 +298,8 @@ def detector_throughput(servers: Servers) -> Result:
         details={
             "records": len(records),
             "anomalies_measured": len(anomaly_ms),
+            "paced_anomalies_by_detector": dict(detectors),
+            "warmup_done_before_pacing_s": round(slack_s, 2),
             "to_anomaly_topic_ms": {
                 "p50": _percentile(anomaly_ms, 50),
                 "p99": _percentile(anomaly_ms, 99),

@@ -100,7 +100,7 @@ def test_records_sent_as_json_land_exactly_as_decoded_records_do(
         assert len(written) == 2
         assert written == rows(postgres_url, table, as_rows_feed)
     assert as_json.written == as_rows.written == {"Ticker": 2, "Trade": 2}
-    # The awkward values survived COPY's escaping and the JSON round trip.
+    # The awkward values survived the JSON round trip.
     with psycopg.connect(postgres_url) as conn:
         uid, bid_size, ask_size = conn.execute(
             "SELECT t.uid, k.bid_size, k.ask_size FROM trades t, ticker k"
@@ -129,7 +129,7 @@ def test_json_spread_over_lines_and_tabs_is_written_as_its_record(
 def test_rows_are_written_ahead_of_the_checkpoint_and_each_once(
     make_sink: Any, postgres_url: str
 ) -> None:
-    feed, sink = make_sink(write_ahead_rows=2)
+    feed, sink = make_sink(write_ahead_rows=2, write_ahead_s=3600)
     add_all(sink, [[encoded(t)] for t in TRADES])
     # The partition's batch reached two records and went to the writer thread.
     sink._wait_for_writes()
@@ -140,6 +140,17 @@ def test_rows_are_written_ahead_of_the_checkpoint_and_each_once(
     assert len(rows(postgres_url, "ticker", feed)) == 1
     assert sink.written == {"Trade": 2, "Ticker": 1}
     assert sink.rows_inserted == 3
+
+
+def test_a_quiet_partitions_rows_are_written_once_they_are_old_enough(
+    make_sink: Any, postgres_url: str
+) -> None:
+    feed, sink = make_sink(write_ahead_rows=1_000, write_ahead_s=0.0)
+    add_all(sink, [[encoded(TICKERS[0])]])
+    sink._wait_for_writes()
+    assert len(rows(postgres_url, "ticker", feed)) == 1
+    sink.flush()
+    assert sink.written == {"Ticker": 1}
 
 
 def test_a_write_that_failed_behind_the_stream_fails_the_checkpoint_then_recovers(

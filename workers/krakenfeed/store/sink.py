@@ -1,11 +1,12 @@
 """A quixstreams ``BatchingSink`` that upserts contract records into PostgreSQL.
 
-Every record type has one table. A batch is COPYed into session-local staging
-tables and moved with ``INSERT … ON CONFLICT DO NOTHING`` on the contract's natural
-keys, all in one transaction.
+Every record type has one table. A batch is upserted with ``INSERT … ON CONFLICT
+DO NOTHING`` on the contract's natural keys, in one transaction sent as one
+pipeline. Market records arrive as their contract JSON and go as one JSON array
+that PostgreSQL unpacks into rows; the rare others go as rows.
 
 Writes happen behind the stream, on one writer thread: a partition's batch is handed
-over as soon as it holds ``write_ahead_rows`` records, so PostgreSQL works while the
+over as soon as it is big or old enough, so PostgreSQL works while the
 detector goes on, and the checkpoint's ``flush`` only hands over the remainders and
 waits for every write. A failed write makes ``flush`` raise, so quixstreams aborts
 the checkpoint and commits no offset past an unwritten row; rows already written
@@ -22,9 +23,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
-import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -64,7 +64,7 @@ StoredRecord = Ticker | Trade | Anomaly | DeadLetter | QualityEvent
 class EncodedRecord(NamedTuple):
     """A market record that was already validated, as its contract JSON.
 
-    The sink COPYs the JSON as it is and PostgreSQL unpacks it into the row, which
+    The sink sends the JSON as it is and PostgreSQL unpacks it into the row, which
     costs the detector a fraction of turning each record into a row in Python.
     The record's fields are the table's columns, by name.
     """
@@ -190,8 +190,10 @@ class PostgresSink(BatchingSink):
     created in advance, and days older than ``retention_days`` are dropped, on start
     and then hourly.
 
-    ``write_ahead_rows`` bounds what a partition buffers before its rows are handed
-    to the writer thread (see the module docstring); the checkpoint writes the rest.
+    A partition's rows go to the writer thread (see the module docstring) once
+    ``write_ahead_rows`` of them are buffered, or ``write_ahead_s`` after the first
+    of them, so a checkpoint mostly finds them written: the first bound keeps a busy
+    feed's batches large, the second keeps a quiet feed's checkpoints short.
     """
 
     def __init__(
@@ -203,6 +205,7 @@ class PostgresSink(BatchingSink):
         partitions_ahead: int = 2,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         write_ahead_rows: int = 2_000,
+        write_ahead_s: float = 0.05,
     ) -> None:
         super().__init__()
         if retention_days < 1:
@@ -210,6 +213,9 @@ class PostgresSink(BatchingSink):
         if write_ahead_rows < 1:
             raise ValueError(f"write_ahead_rows must be at least 1, got {write_ahead_rows}")
         self._write_ahead_rows = write_ahead_rows
+        self._write_ahead_s = write_ahead_s
+        self._due: dict[tuple[str, int], float] = {}
+        """When each partition's open batch goes to the writer, whatever its size."""
         self._writer: ThreadPoolExecutor | None = None
         self._writes: list[Future[None]] = []
         self._write_error: BaseException | None = None
@@ -246,8 +252,9 @@ class PostgresSink(BatchingSink):
         batch = self._batches.get(tp)
         if batch is None:
             batch = self._batches[tp] = SinkBatch(topic=topic, partition=partition)
+            self._due[tp] = time.monotonic() + self._write_ahead_s
         batch.append(value=value, key=key, timestamp=timestamp, headers=headers, offset=offset)
-        if batch.size >= self._write_ahead_rows:
+        if batch.size >= self._write_ahead_rows or time.monotonic() >= self._due[tp]:
             del self._batches[tp]
             self._hand_over(batch)
 
@@ -357,18 +364,28 @@ class PostgresSink(BatchingSink):
         for target, records in encoded.items():
             times = [record.event_time_ms for record in records]
             self._ensure_partitions(conn, target, min(times), max(times))
-        inserted = 0
+        # One round trip: the writer thread waits for PostgreSQL once per batch, and
+        # re-acquires the GIL from the stream's thread once.
+        cursors: list[psycopg.Cursor[tuple[Any, ...]]] = []
         try:
-            with conn.transaction():
-                for target, table_rows in rows.items():
-                    inserted += _copy_and_insert(conn, target, table_rows)
+            with conn.pipeline(), conn.transaction():
                 for target, records in encoded.items():
-                    inserted += _copy_json_and_insert(conn, target, records, self._feed)
+                    cursor = conn.cursor()
+                    # The records' JSON, unchanged, as one JSON array.
+                    array = b"[" + b",".join(record.json for record in records) + b"]"
+                    cursor.execute(
+                        _INSERT_JSON[target], {"feed": self._feed, "records": array.decode()}
+                    )
+                    cursors.append(cursor)
+                for target, table_rows in rows.items():
+                    cursor = conn.cursor()
+                    cursor.executemany(_INSERT_ROWS[target], table_rows)
+                    cursors.append(cursor)
         except psycopg.errors.CheckViolation:
             # Retention may have dropped a day this process still thought existed.
             self._partitions.clear()
             raise
-        return inserted
+        return sum(cursor.rowcount for cursor in cursors)
 
     def _ensure_partitions(
         self,
@@ -397,76 +414,29 @@ class PostgresSink(BatchingSink):
             self._conn = None
 
 
-def _copy_and_insert(
-    conn: psycopg.Connection[tuple[Any, ...]], target: _Target, rows: list[Row]
-) -> int:
-    table = sql.Identifier(target.key.table)
-    stage = sql.Identifier(f"stage_{target.key.table}")
-    columns = sql.SQL(", ").join(map(sql.Identifier, target.columns))
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS"
-            " AS SELECT {columns} FROM {table} WITH NO DATA"
-        ).format(stage=stage, columns=columns, table=table)
+def _insert_rows(target: _Target) -> sql.Composed:
+    return sql.SQL(
+        "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT ({key}) DO NOTHING"
+    ).format(
+        table=sql.Identifier(target.key.table),
+        columns=sql.SQL(", ").join(map(sql.Identifier, target.columns)),
+        values=sql.SQL(", ").join(sql.Placeholder() * len(target.columns)),
+        key=sql.SQL(", ").join(map(sql.Identifier, target.conflict)),
     )
-    with conn.cursor() as cursor:
-        copy_sql = sql.SQL("COPY {stage} ({columns}) FROM STDIN").format(
-            stage=stage, columns=columns
-        )
-        with cursor.copy(copy_sql) as copy:
-            for row in rows:
-                copy.write_row(row)
-        cursor.execute(
-            sql.SQL(
-                "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage}"
-                " ON CONFLICT ({key}) DO NOTHING"
-            ).format(
-                table=table,
-                columns=columns,
-                stage=stage,
-                key=sql.SQL(", ").join(map(sql.Identifier, target.conflict)),
-            )
-        )
-        return cursor.rowcount
 
 
-def _copy_json_and_insert(
-    conn: psycopg.Connection[tuple[Any, ...]],
-    target: _Target,
-    records: list[EncodedRecord],
-    feed: str,
-) -> int:
-    table = sql.Identifier(target.key.table)
-    stage = sql.Identifier(f"stage_json_{target.key.table}")
-    conn.execute(
-        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {stage} (doc json) ON COMMIT DELETE ROWS").format(
-            stage=stage
-        )
+def _insert_json(target: _Target) -> sql.Composed:
+    return sql.SQL(
+        "INSERT INTO {table} ({columns}) SELECT {values}"
+        " FROM json_populate_recordset(NULL::{table}, %(records)s::json) r"
+        " ON CONFLICT ({key}) DO NOTHING"
+    ).format(
+        table=sql.Identifier(target.key.table),
+        columns=sql.SQL(", ").join(map(sql.Identifier, target.columns)),
+        values=target.from_json(),
+        key=sql.SQL(", ").join(map(sql.Identifier, target.conflict)),
     )
-    docs = b"\n".join(record.json for record in records)
-    if docs.count(b"\n") != len(records) - 1 or b"\t" in docs or b"\r" in docs:
-        # COPY's text format ends a row at a newline and a column at a tab, and JSON
-        # may hold either (or a carriage return) between its tokens: put such a
-        # record on one line, with nothing between tokens but spaces.
-        docs = b"\n".join(msgspec.json.format(record.json, indent=0) for record in records)
-    with conn.cursor() as cursor:
-        with cursor.copy(sql.SQL("COPY {stage} (doc) FROM STDIN").format(stage=stage)) as copy:
-            # Inside JSON strings every control character is escaped with a
-            # backslash, which COPY reads as its own escape: double them.
-            copy.write(docs.replace(b"\\", b"\\\\"))
-            copy.write(b"\n")
-        cursor.execute(
-            sql.SQL(
-                "INSERT INTO {table} ({columns}) SELECT {values}"
-                " FROM {stage} s, json_populate_record(NULL::{table}, s.doc) r"
-                " ON CONFLICT ({key}) DO NOTHING"
-            ).format(
-                table=table,
-                columns=sql.SQL(", ").join(map(sql.Identifier, target.columns)),
-                values=target.from_json(),
-                stage=stage,
-                key=sql.SQL(", ").join(map(sql.Identifier, target.conflict)),
-            ),
-            {"feed": feed},
-        )
-        return cursor.rowcount
+
+
+_INSERT_ROWS: Final = {target: _insert_rows(target) for target, _ in _ROUTES.values()}
+_INSERT_JSON: Final = {target: _insert_json(target) for target in _ENCODED.values()}

@@ -1,26 +1,20 @@
 """The general univariate scorer: bounded likelihoods from the past only.
 
-The NAB checks need the Numenta Anomaly Benchmark corpus (data/ and
-labels/combined_windows.json) under ``KRAKENFEED_NAB_DIR``, /work/shared/nab by
-default; they are skipped where it is absent.
+The NAB checks need the Numenta Anomaly Benchmark corpus, found as
+``benchmarks.nab.corpus.locate`` finds it; without it they fail and say where it
+was looked for.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import random
-from datetime import datetime
-from pathlib import Path
 
 import msgspec
 import pytest
+from benchmarks.nab import corpus
 
 from krakenfeed.detect import LikelihoodScorer, ScorerConfig, ScorerState
-
-NAB = Path(os.environ.get("KRAKENFEED_NAB_DIR", "/work/shared/nab"))
 
 
 def noisy_sine(rng: random.Random, count: int) -> list[float]:
@@ -100,17 +94,9 @@ def test_invalid_settings_are_refused_with_the_field_named() -> None:
 
 def nab_series(name: str) -> tuple[list[float], set[int]]:
     """The values of a NAB data file and the row indices inside its labelled windows."""
-    if not (NAB / "data" / name).exists():
-        pytest.skip(f"NAB corpus not found under {NAB} (set KRAKENFEED_NAB_DIR)")
-    with (NAB / "data" / name).open() as f:
-        rows = list(csv.DictReader(f))
-    times = [datetime.fromisoformat(row["timestamp"]) for row in rows]
-    windows = json.loads((NAB / "labels" / "combined_windows.json").read_text())[name]
-    inside = set()
-    for start, end in windows:
-        first, last = datetime.fromisoformat(start), datetime.fromisoformat(end)
-        inside |= {i for i, t in enumerate(times) if first <= t <= last}
-    return [float(row["value"]) for row in rows], inside
+    series = next(s for s in corpus.load_series(corpus.locate()) if s.name == name)
+    inside = {i for first, last in series.windows for i in range(first, last + 1)}
+    return series.values, inside
 
 
 @pytest.mark.parametrize(

@@ -27,12 +27,22 @@ def scores(values: list[float], config: ScorerConfig | None = None) -> list[floa
     return [scorer.score(state, value) for value in values]
 
 
-def test_nothing_is_scored_during_warmup_and_every_score_is_a_likelihood() -> None:
+def test_a_steady_series_scores_nothing_during_warmup_and_every_score_is_a_likelihood() -> None:
     result = scores(noisy_sine(random.Random(1), 3_000))
     assert result[:300] == [0.0] * 300
     assert all(0.0 <= s <= 1.0 for s in result)
     assert sum(s >= 0.5 for s in result[600:]) < 0.005 * 2_400
     assert max(result[600:]) < 0.95
+
+
+def test_a_spike_during_warmup_scores_once_it_has_a_range_to_leave() -> None:
+    values = noisy_sine(random.Random(6), 400)
+    early, later = list(values), list(values)
+    early[50] = later[200] = 40.0
+    assert scores(early)[50] == 0.0
+    result = scores(later)
+    assert result[200] >= 0.95
+    assert max(result[:200] + result[201:300]) == 0.0
 
 
 def test_a_spike_scores_high_and_the_values_after_it_do_not() -> None:

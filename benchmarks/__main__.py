@@ -5,6 +5,7 @@ from benchmarks import (  # noqa: F401  (each module registers its benchmark)
     ingest_throughput,
     slice_throughput,
 )
+from benchmarks.nab import run as nab  # noqa: F401
 from benchmarks.runner import run, write_results
 
 write_results(run(sys.argv[1:]))

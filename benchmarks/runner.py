@@ -7,18 +7,46 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 
 from krakenfeed.embedded import EmbeddedKafka, EmbeddedPostgres
 
 RESULTS = Path(__file__).parent / "results"
 
 
-@dataclass
+_Server = TypeVar("_Server")
+
+
 class Servers:
-    kafka: EmbeddedKafka
-    postgres: EmbeddedPostgres
+    """The broker and database, each started when a benchmark first asks for it
+    (``nab`` needs neither) and stopped when the run ends.
+
+    Servers start with every core; the measured client stays pinned to one.
+    """
+
+    def __init__(self, stack: ExitStack, cores: set[int]) -> None:
+        self._stack = stack
+        self._cores = cores
+
+    @cached_property
+    def kafka(self) -> EmbeddedKafka:
+        return self._start(EmbeddedKafka())
+
+    @cached_property
+    def postgres(self) -> EmbeddedPostgres:
+        return self._start(EmbeddedPostgres(durable=False))
+
+    def _start(self, server: AbstractContextManager[_Server]) -> _Server:
+        pinned = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, self._cores)
+        try:
+            return self._stack.enter_context(server)
+        finally:
+            os.sched_setaffinity(0, pinned)
 
 
 @dataclass
@@ -57,6 +85,8 @@ class Result:
     measurements: list[Measurement]
     details: dict[str, object] = field(default_factory=dict)
     seconds: float = 0.0
+    headline: dict[str, object] | None = None
+    """Also stored at the top of latest.json under the benchmark's name."""
 
 
 Benchmark = Callable[[Servers], Result]
@@ -79,11 +109,19 @@ def machine() -> dict[str, object]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    ram_gb = 0.0
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gb = round(int(line.split()[1]) / 2**20, 1)
+                break
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "ram_gb": ram_gb,
         "affinity": sorted(os.sched_getaffinity(0)),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -95,10 +133,10 @@ def run(names: list[str]) -> list[Result]:
         raise SystemExit(f"unknown benchmark(s) {unknown}; known: {', '.join(REGISTRY)}")
     selected = names or list(REGISTRY)
     results = []
-    with EmbeddedKafka() as kafka, EmbeddedPostgres(durable=False) as postgres:
-        # Servers keep both cores; the measured client is pinned to one.
-        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
-        servers = Servers(kafka, postgres)
+    with ExitStack() as stack:
+        cores = os.sched_getaffinity(0)
+        servers = Servers(stack, cores)
+        os.sched_setaffinity(0, {max(cores)})
         for name in selected:
             started = time.perf_counter()
             result = REGISTRY[name](servers)
@@ -119,7 +157,8 @@ def render_markdown(results: list[Result], header: bool = True) -> str:
         lines += [
             "# Benchmark results",
             "",
-            f"{info['date']} · {info['cpu']} · {info['cores']} cores · Python {info['python']}",
+            f"{info['date']} · {info['cpu']} · {info['cores']} cores · "
+            f"{info['ram_gb']} GB RAM · Python {info['python']}",
             "",
         ]
     lines += [
@@ -150,6 +189,8 @@ def write_results(results: list[Result]) -> None:
             data["ratio"] = round(m.ratio, 4)
             data["verdict"] = m.verdict
         stored["results"][result.name] = entry
+        if result.headline is not None:
+            stored[result.name] = result.headline
     path.write_text(json.dumps(stored, indent=2) + "\n")
     everything = [
         Result(
@@ -157,6 +198,7 @@ def write_results(results: list[Result]) -> None:
             description=r["description"],
             details=r["details"],
             seconds=r["seconds"],
+            headline=r.get("headline"),
             measurements=[
                 Measurement(**{k: v for k, v in m.items() if k not in ("ratio", "verdict")})
                 for m in r["measurements"]

@@ -1,26 +1,20 @@
 """The general univariate scorer: bounded likelihoods from the past only.
 
-The NAB checks need the Numenta Anomaly Benchmark corpus (data/ and
-labels/combined_windows.json) under ``KRAKENFEED_NAB_DIR``, /work/shared/nab by
-default; they are skipped where it is absent.
+The NAB checks need the Numenta Anomaly Benchmark corpus, found as
+``benchmarks.nab.corpus.locate`` finds it; without it they fail and say where it
+was looked for.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import random
-from datetime import datetime
-from pathlib import Path
 
 import msgspec
 import pytest
+from benchmarks.nab import corpus
 
 from krakenfeed.detect import LikelihoodScorer, ScorerConfig, ScorerState
-
-NAB = Path(os.environ.get("KRAKENFEED_NAB_DIR", "/work/shared/nab"))
 
 
 def noisy_sine(rng: random.Random, count: int) -> list[float]:
@@ -33,12 +27,22 @@ def scores(values: list[float], config: ScorerConfig | None = None) -> list[floa
     return [scorer.score(state, value) for value in values]
 
 
-def test_nothing_is_scored_during_warmup_and_every_score_is_a_likelihood() -> None:
+def test_a_steady_series_scores_nothing_during_warmup_and_every_score_is_a_likelihood() -> None:
     result = scores(noisy_sine(random.Random(1), 3_000))
     assert result[:300] == [0.0] * 300
     assert all(0.0 <= s <= 1.0 for s in result)
     assert sum(s >= 0.5 for s in result[600:]) < 0.005 * 2_400
     assert max(result[600:]) < 0.95
+
+
+def test_a_spike_during_warmup_scores_once_it_has_a_range_to_leave() -> None:
+    values = noisy_sine(random.Random(6), 400)
+    early, later = list(values), list(values)
+    early[50] = later[200] = 40.0
+    assert scores(early)[50] == 0.0
+    result = scores(later)
+    assert result[200] >= 0.95
+    assert max(result[:200] + result[201:300]) == 0.0
 
 
 def test_a_spike_scores_high_and_the_values_after_it_do_not() -> None:
@@ -100,17 +104,9 @@ def test_invalid_settings_are_refused_with_the_field_named() -> None:
 
 def nab_series(name: str) -> tuple[list[float], set[int]]:
     """The values of a NAB data file and the row indices inside its labelled windows."""
-    if not (NAB / "data" / name).exists():
-        pytest.skip(f"NAB corpus not found under {NAB} (set KRAKENFEED_NAB_DIR)")
-    with (NAB / "data" / name).open() as f:
-        rows = list(csv.DictReader(f))
-    times = [datetime.fromisoformat(row["timestamp"]) for row in rows]
-    windows = json.loads((NAB / "labels" / "combined_windows.json").read_text())[name]
-    inside = set()
-    for start, end in windows:
-        first, last = datetime.fromisoformat(start), datetime.fromisoformat(end)
-        inside |= {i for i, t in enumerate(times) if first <= t <= last}
-    return [float(row["value"]) for row in rows], inside
+    series = next(s for s in corpus.load_series(corpus.locate()) if s.name == name)
+    inside = {i for first, last in series.windows for i in range(first, last + 1)}
+    return series.values, inside
 
 
 @pytest.mark.parametrize(

@@ -137,21 +137,26 @@ class ScorerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Values buffered to choose the quantisation step before the first score."""
     levels: int = 32
     """The warm-up range is cut into this many levels; the step then stays fixed."""
-    resolutions: int = 3
+    resolutions: int = 2
     """Levels are also looked up at 2×, 4×, … the step, so near-misses count as partly familiar."""
     memory_bits: int = 4096
     """Bits per generation of the hashed set of seen levels."""
     memory: int = 20_000
     """Values per generation; two generations are kept, so levels not seen for
     between one and two generations become novel again."""
-    short_window: int = 6
+    short_window: int = 4
     """Values averaged into the recent novelty that the likelihood judges."""
-    long_half_life: float = 350.0
+    long_half_life: float = 800.0
     """Half-life, in values, of the novelty's long-run mean and variance."""
     range_margin: float = 0.05
     """A value beyond the remembered range by this fraction of it scores ≥ 0.9."""
-    refractory: int = 50
+    refractory: int = 100
     """A score that does not beat the last peak within this many values is halved."""
+    early_after: int = 100
+    """Warm-up values held before a value beyond their range already scores."""
+    alarm: float = 0.5
+    rest: int = 20
+    """Scores in the ``rest`` values after one of at least ``alarm`` are halved."""
 
 
 class DetectorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

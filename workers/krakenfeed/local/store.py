@@ -1,0 +1,116 @@
+"""Where a local run keeps its results: the data directory and its PostgreSQL.
+
+The data directory is ``$XDG_DATA_HOME/krakenfeed`` (``~/.local/share/krakenfeed``
+when the variable is unset). Under root, PostgreSQL runs as the ``postgres`` user,
+who cannot enter root's home directory, so root's default is
+``/var/lib/krakenfeed`` instead; an explicit ``XDG_DATA_HOME`` is always obeyed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import psycopg
+from psycopg import sql
+
+from krakenfeed.embedded import EmbeddedPostgres, free_port
+from krakenfeed.embedded.net import port_open
+
+DATABASE: Final = "krakenfeed"
+ROOT_DATA_DIR: Final = Path("/var/lib/krakenfeed")
+
+
+class LocalStoreError(RuntimeError):
+    """The local PostgreSQL cannot be used; the message says what to do."""
+
+
+def data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    if xdg:
+        return Path(xdg) / "krakenfeed"
+    if os.geteuid() == 0:
+        return ROOT_DATA_DIR
+    return Path.home() / ".local" / "share" / "krakenfeed"
+
+
+def cluster_root(base: Path) -> Path:
+    return base / "postgres"
+
+
+def running_port(base: Path) -> int | None:
+    """The port of a server running on this data directory, from its postmaster.pid."""
+    pid_file = cluster_root(base) / "data" / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+    except OSError:
+        return None
+    if len(lines) < 4 or not lines[3].strip().isdigit():
+        return None
+    port = int(lines[3])
+    return port if port_open(port) else None
+
+
+def _cluster(base: Path, port: int | None) -> EmbeddedPostgres:
+    root = cluster_root(base)
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        server = EmbeddedPostgres(port, root=root)
+    except FileNotFoundError as exc:
+        raise LocalStoreError(str(exc)) from None
+    if os.geteuid() == 0:
+        reachable = subprocess.run(
+            ["runuser", "-u", "postgres", "--", "test", "-w", str(root)], check=False
+        )
+        if reachable.returncode != 0:
+            raise LocalStoreError(
+                f"PostgreSQL runs as user postgres under root and cannot reach {root}: "
+                "set XDG_DATA_HOME to a directory every user may enter, or run as a normal user"
+            )
+    return server
+
+
+def _ensure_database(server: EmbeddedPostgres) -> str:
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+        if exists.fetchone() is None:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    return server.url_for(DATABASE)
+
+
+@contextlib.contextmanager
+def local_postgres(base: Path) -> Iterator[str]:
+    """The URL of the data directory's PostgreSQL, starting it for the duration when it
+    is not running already (a running ``up`` keeps its own server and stops it itself)."""
+    port = running_port(base)
+    if port is not None:
+        yield _cluster(base, port).url_for(DATABASE)
+        return
+    server = _cluster(base, free_port())
+    try:
+        server.start()
+    except subprocess.CalledProcessError as exc:
+        output = (exc.output or b"").decode(errors="replace").strip().splitlines()
+        server_log = cluster_root(base) / "server.log"
+        raise LocalStoreError(
+            f"PostgreSQL in {server.data_dir} did not start: "
+            f"{output[-1] if output else 'no output'} (see {server_log})"
+        ) from None
+    try:
+        yield _ensure_database(server)
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def results_store(postgres_url: str | None) -> Iterator[str]:
+    """``--postgres-url`` when given, else the local data directory's PostgreSQL."""
+    if postgres_url:
+        yield postgres_url
+        return
+    with local_postgres(data_dir()) as url:
+        yield url

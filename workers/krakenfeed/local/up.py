@@ -1,0 +1,266 @@
+"""``krakenfeed up``: a KrakenFeed on this machine, from Kraken (or a replay) to PostgreSQL.
+
+    Kraken / replay ─▶ ingest per source ─▶ Kafka (Tansu) ─▶ detector ─▶ PostgreSQL
+                       └────── supervised child processes ──────┘
+
+The broker and PostgreSQL are embedded unless ``--broker`` and ``--postgres-url``
+name others. The workers run as the same ``krakenfeed ingest`` and ``krakenfeed
+detect`` commands the operator deploys, restarted with backoff when they exit.
+A replay or the demo ends the run once the detector has committed everything;
+Ctrl-C or SIGTERM ends it at any time: ingest first, then the detector (which
+commits what it has), then the servers. The rows stay in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.logging import RichHandler
+
+from krakenfeed.contracts import FeedId, KrakenFeedSpec, Stream
+from krakenfeed.embedded import EmbeddedKafka
+from krakenfeed.kafka import contract_topics, make_application
+from krakenfeed.local import demo as bundled
+from krakenfeed.local.monitor import FeedMonitor
+from krakenfeed.local.store import data_dir, local_postgres
+from krakenfeed.local.supervisor import ChildSpec, Supervisor, krakenfeed_argv
+from krakenfeed.local.view import LiveView, anomaly_line, summary_table
+from krakenfeed.replay.capture import read_capture
+from krakenfeed.replay.command import parse_pace
+from krakenfeed.replay.server import ReplayServer
+from krakenfeed.replay.session import Session, session_from_capture
+from krakenfeed.store.connection import connect
+
+log = logging.getLogger(__name__)
+
+_TICK_S = 0.25
+_QUIET_S = 1.0
+"""A replay is over once its server has sent everything and the topics stayed this still."""
+_STOP_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    feed: FeedId
+    spec: KrakenFeedSpec
+    session: Session | None = None
+    """The replayed session (``--replay``, ``--demo``); None reads live Kraken."""
+    pace: str = "original"
+    broker: str | None = None
+    postgres_url: str | None = None
+    retention_days: int = 30
+    detector_config: str | None = None
+    log_level: str = "INFO"
+    demo: bundled.Demo | None = None
+
+
+def demo_options(pace: str | None, **kwargs: Any) -> UpOptions:
+    demo = bundled.demo()
+    # Keep the demo's own day: its times are fixed, so that a rerun adds no rows.
+    age_days = (datetime.now(UTC).date() - demo.first_day).days + 1
+    return UpOptions(
+        feed=demo.feed,
+        spec=demo.spec,
+        session=demo.session,
+        pace=pace or bundled.DEMO_PACE,
+        retention_days=max(kwargs.pop("retention_days", 30), age_days),
+        demo=demo,
+        **kwargs,
+    )
+
+
+def replay_options(capture: Path, pace: str | None, **kwargs: Any) -> UpOptions:
+    return UpOptions(
+        session=session_from_capture(read_capture(capture)), pace=pace or "original", **kwargs
+    )
+
+
+class _StopRequested:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal: str | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.signal = signal.Signals(signum).name
+        self.event.set()
+
+
+def run_up(options: UpOptions, console: Console | None = None) -> int:
+    console = console or Console()
+    # Log lines go above the live table instead of through it.
+    logging.getLogger().handlers = [RichHandler(console=console, show_path=False)]
+    stop = _StopRequested()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    base = data_dir()
+    run_logs = base / "logs" / f"{options.feed.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    run_logs.mkdir(parents=True, exist_ok=True)
+    try:
+        with contextlib.ExitStack() as stack:
+            broker = (
+                options.broker
+                or stack.enter_context(EmbeddedKafka(log_path=run_logs / "tansu.log")).bootstrap
+            )
+            postgres_url = options.postgres_url or stack.enter_context(local_postgres(base))
+            kraken = (
+                stack.enter_context(
+                    ReplayServer(options.session, pace=parse_pace(options.pace), keep_times=True)
+                )
+                if options.session is not None
+                else None
+            )
+            # Created here once, so the workers never race each other to create them.
+            contract_topics(make_application(broker), broker, options.feed, list(Stream))
+            state_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="krakenfeed-state-"))
+            supervisor = Supervisor(
+                _children(options, broker, postgres_url, Path(state_dir), kraken, run_logs)
+            )
+            monitor = FeedMonitor(broker, options.feed)
+            stack.callback(monitor.close)
+            console.print(
+                f"krakenfeed up: feed {options.feed} · broker {broker} · data {base} · "
+                f"logs {run_logs}"
+            )
+            supervisor.start()
+            try:
+                finished = _watch(options, supervisor, monitor, kraken, stop, console)
+            finally:
+                ingest = [name for name in supervisor.children if name.startswith("ingest-")]
+                supervisor.stop([*ingest, "detector"], timeout=_STOP_TIMEOUT_S)
+            why = "the replay ended" if finished else f"{stop.signal or 'stop'} received"
+            console.print(f"stopped in order ({why}); the rows stay in PostgreSQL")
+            _summary(options, postgres_url, console)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _children(
+    options: UpOptions,
+    broker: str,
+    postgres_url: str,
+    state_dir: Path,
+    kraken: ReplayServer | None,
+    logs: Path,
+) -> list[ChildSpec]:
+    common = [
+        "--namespace",
+        options.feed.namespace,
+        "--feed",
+        options.feed.name,
+        "--broker",
+        broker,
+    ]
+    children = []
+    for source in options.spec.sources:
+        args = [
+            "ingest", *common, "--api", source.api,
+            "--products", ",".join(source.products), "--channels", ",".join(source.channels),
+        ]  # fmt: skip
+        url = kraken.url(source.api) if kraken is not None else source.url
+        if url:
+            args += ["--url", url]
+        if kraken is not None:
+            # A replay keeps the session's own times, however far they are from now.
+            args += ["--max-clock-skew-ms", "0"]
+        children.append(
+            ChildSpec(
+                f"ingest-{source.api}",
+                krakenfeed_argv("--log-level", options.log_level, *args),
+                log_path=logs / f"ingest-{source.api}.log",
+            )
+        )
+    detect = [
+        "detect", *common, "--state-dir", str(state_dir),
+        "--retention-days", str(options.retention_days),
+    ]  # fmt: skip
+    if options.detector_config:
+        detect += ["--detector-config", options.detector_config]
+    children.append(
+        ChildSpec(
+            "detector",
+            krakenfeed_argv("--log-level", options.log_level, *detect),
+            # The URL goes by environment, not argv, where ps would show it.
+            env={"KRAKENFEED_POSTGRES_URL": postgres_url},
+            log_path=logs / "detector.log",
+        )
+    )
+    return children
+
+
+def _watch(
+    options: UpOptions,
+    supervisor: Supervisor,
+    monitor: FeedMonitor,
+    kraken: ReplayServer | None,
+    stop: _StopRequested,
+    console: Console,
+) -> bool:
+    """Show the feed until a stop is requested (False) or the replay is done (True)."""
+    replay_frames = (
+        sum(len(frames) for frames in options.session.frames.values())
+        if options.session is not None
+        else None
+    )
+    view = LiveView(options.feed, options.spec, replay_frames)
+    sources = len(options.spec.sources)
+    quiet_since: float | None = None
+    last_total = -1
+    lag = 0
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        while not stop.event.is_set():
+            supervisor.poll()
+            for anomaly in monitor.poll(timeout=_TICK_S):
+                live.console.print(anomaly_line(anomaly))
+            lag, total = monitor.detector_lag()
+            now = time.monotonic()
+            live.update(view.render(supervisor.children, monitor, lag, now))
+            if kraken is None or kraken.finished_streams < sources:
+                continue
+            if total != last_total or lag:
+                last_total, quiet_since = total, now
+            elif quiet_since is not None and now - quiet_since >= _QUIET_S:
+                return True
+    return False
+
+
+def _summary(options: UpOptions, postgres_url: str, console: Console) -> None:
+    with connect(postgres_url) as conn:
+        rows = conn.execute(
+            "SELECT product, detector, event_time_ms FROM anomalies WHERE feed = %s",
+            (str(options.feed),),
+        ).fetchall()
+    found = [(str(p), str(d), int(t)) for p, d, t in rows]
+    demo = options.demo
+    if demo is None:
+        console.print(f"{len(found)} anomalies stored for {options.feed}")
+        return
+    kinds = sorted({label.kind for label in demo.labels} | {d for _, d, _ in found})
+    table = summary_table(
+        [
+            (
+                kind,
+                sum(1 for label in demo.labels if label.kind == kind),
+                sum(1 for _, d, _ in found if d == kind),
+            )
+            for kind in kinds
+        ],
+        f"demo: anomalies labelled in the session and stored for {options.feed}",
+    )
+    console.print(table)
+    recalled = sum(bundled.found(label, found) for label in demo.labels)
+    console.print(
+        f"{recalled} of {len(demo.labels)} labelled anomalies found within "
+        f"±{bundled.TOLERANCE_MS // 1000} s, over {demo.events} market events"
+    )

@@ -20,6 +20,7 @@ from psycopg import sql
 
 from krakenfeed.embedded import EmbeddedPostgres, free_port
 from krakenfeed.embedded.net import port_open
+from krakenfeed.embedded.postgres import PG_BIN_ENV, pg_bin_dir
 
 DATABASE: Final = "krakenfeed"
 ROOT_DATA_DIR: Final = Path("/var/lib/krakenfeed")
@@ -59,9 +60,15 @@ def _cluster(base: Path, port: int | None) -> EmbeddedPostgres:
     root = cluster_root(base)
     base.mkdir(parents=True, exist_ok=True)
     try:
-        server = EmbeddedPostgres(port, root=root)
+        bin_dir = pg_bin_dir()
     except FileNotFoundError as exc:
         raise LocalStoreError(str(exc)) from None
+    if not (bin_dir / "initdb").exists():
+        raise LocalStoreError(
+            f"no PostgreSQL server binaries in {bin_dir}: apt-get install postgresql "
+            f"(or point {PG_BIN_ENV} at the directory holding initdb and pg_ctl)"
+        )
+    server = EmbeddedPostgres(port, root=root)
     if os.geteuid() == 0:
         reachable = subprocess.run(
             ["runuser", "-u", "postgres", "--", "test", "-w", str(root)], check=False

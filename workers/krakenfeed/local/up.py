@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -48,6 +49,8 @@ _TICK_S = 0.25
 _QUIET_S = 1.0
 """A replay is over once its server has sent everything and the topics stayed this still."""
 _STOP_TIMEOUT_S = 20.0
+_REPLAY_ATTEMPTS = 5
+"""A replay gives up on a worker that failed this many times in a row; a live feed never does."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,10 @@ class _StopRequested:
 
 
 def run_up(options: UpOptions, console: Console | None = None) -> int:
-    console = console or Console()
+    """Run until the replay ends or a stop is requested; 0 then, 1 when a worker of a
+    replay keeps failing."""
+    # Without a terminal the view prints once, at the end; keep its lines readable.
+    console = console or (Console() if sys.stdout.isatty() else Console(width=120))
     # Log lines go above the live table instead of through it.
     logging.getLogger().handlers = [RichHandler(console=console, show_path=False)]
     stop = _StopRequested()
@@ -133,17 +139,21 @@ def run_up(options: UpOptions, console: Console | None = None) -> int:
             )
             supervisor.start()
             try:
-                finished = _watch(options, supervisor, monitor, kraken, stop, console)
+                why, code = _watch(options, supervisor, monitor, kraken, stop, console)
             finally:
                 ingest = [name for name in supervisor.children if name.startswith("ingest-")]
-                supervisor.stop([*ingest, "detector"], timeout=_STOP_TIMEOUT_S)
-            why = "the replay ended" if finished else f"{stop.signal or 'stop'} received"
-            console.print(f"stopped in order ({why}); the rows stay in PostgreSQL")
+                exits = supervisor.stop([*ingest, "detector"], timeout=_STOP_TIMEOUT_S)
+            console.line()
+            console.print(
+                f"stopped in order ({why}): "
+                + ", ".join(f"{name} exit {code}" for name, code in exits.items())
+                + "; the rows stay in PostgreSQL"
+            )
             _summary(options, postgres_url, console)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+    return code
 
 
 def _children(
@@ -206,8 +216,9 @@ def _watch(
     kraken: ReplayServer | None,
     stop: _StopRequested,
     console: Console,
-) -> bool:
-    """Show the feed until a stop is requested (False) or the replay is done (True)."""
+) -> tuple[str, int]:
+    """Show the feed until a stop is requested, the replay is done, or a replay's
+    worker keeps failing; returns why, and the exit code that goes with it."""
     replay_frames = (
         sum(len(frames) for frames in options.session.frames.values())
         if options.session is not None
@@ -226,13 +237,20 @@ def _watch(
             lag, total = monitor.detector_lag()
             now = time.monotonic()
             live.update(view.render(supervisor.children, monitor, lag, now))
-            if kraken is None or kraken.finished_streams < sources:
+            if kraken is None:
+                continue
+            failing = [
+                c.name for c in supervisor.children.values() if c.attempt >= _REPLAY_ATTEMPTS
+            ]
+            if failing:
+                return f"{', '.join(failing)} failed {_REPLAY_ATTEMPTS} times in a row", 1
+            if kraken.finished_streams < sources:
                 continue
             if total != last_total or lag:
                 last_total, quiet_since = total, now
             elif quiet_since is not None and now - quiet_since >= _QUIET_S:
-                return True
-    return False
+                return "the replay ended and the detector caught up", 0
+    return f"{stop.signal or 'a stop'} received", 0
 
 
 def _summary(options: UpOptions, postgres_url: str, console: Console) -> None:

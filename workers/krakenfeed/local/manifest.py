@@ -68,17 +68,21 @@ def explain(error: SpecError, spec: Any) -> str:
         return message
     path = match.group(1)
     reason = message[: match.start()]
-    steps = [name if name is not None else int(index) for name, index in _STEP.findall(path)]
+    steps: list[str | int] = [name or int(index) for name, index in _STEP.findall(path)]
+    node = _schema_at(steps)
     if reason.startswith("Object contains unknown field"):
-        node = _schema_at(steps)
         allowed = sorted(node.get("properties", {})) if node else []
         return f"{path}: {reason}; allowed fields: {', '.join(allowed)}"
-    found, value = _value_at(spec, steps)
-    got = f"got {value!r}" if found else "missing"
-    allowed_text = _allowed(_schema_at(steps))
-    return (
-        f"{path}: {got}; {allowed_text} ({reason})" if allowed_text else f"{path}: {got} ({reason})"
-    )
+    if node is not None and node.get("type") == "object":
+        # A rule about the object as a whole (a missing field, or the model's own
+        # check), whose message already names the field and the value.
+        return f"{path}: {reason}"
+    present, value = _value_at(spec, steps)
+    got = f"got {value!r}" if present else "missing"
+    allowed_text = _allowed(node)
+    if allowed_text:
+        return f"{path}: {got}; {allowed_text} ({reason})"
+    return f"{path}: {got} ({reason})"
 
 
 def _value_at(obj: Any, steps: list[str | int]) -> tuple[bool, Any]:

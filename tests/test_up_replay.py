@@ -1,0 +1,49 @@
+"""``krakenfeed up FEED.yaml --replay FILE``: a capture played through the feed's
+workers, ending by itself once the detector has stored every record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from krakenfeed.local.demo import demo
+from krakenfeed.local.store import local_postgres
+from krakenfeed.replay.capture import CaptureWriter
+from krakenfeed.store.connection import connect
+from tests.up_harness import local_home
+
+FRAMES = 600
+
+
+def test_a_replayed_capture_is_stored_whole_and_up_exits_by_itself(tmp_path: Path) -> None:
+    session = demo().session
+    capture = tmp_path / "capture.jsonl.gz"
+    frames = session.frames["futures"][:FRAMES]
+    with CaptureWriter(capture) as writer:
+        for frame in frames:
+            writer.write("futures", session.start_ns + frame.offset_ns, json.dumps(frame.payload))
+    manifest = tmp_path / "feed.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "krakenfeed.io/v1alpha1",
+                "kind": "KrakenFeed",
+                "metadata": {"name": "recorded"},
+                "spec": {"sources": [{"api": "futures", "products": ["PF_XBTUSD"]}]},
+            }
+        )
+    )
+    with local_home() as home:
+        run = home.run("up", str(manifest), "--replay", str(capture), "--pace", "max")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "the replay ended and the detector caught up" in run.stdout
+        assert f"{FRAMES}/{FRAMES} frames" in run.stdout
+        assert home.leftovers() == []
+        with local_postgres(home.data_dir) as url, connect(url) as conn:
+            stored = conn.execute(
+                "SELECT (SELECT count(*) FROM ticker WHERE feed = 'local/recorded')"
+                " + (SELECT count(*) FROM trades WHERE feed = 'local/recorded')"
+            ).fetchone()
+        assert stored == (FRAMES,)

@@ -54,7 +54,13 @@ def _fail(command: str, message: str, code: int = 1) -> int:
 def _up(args: argparse.Namespace) -> int:
     from krakenfeed.local.manifest import ManifestError, load_manifest
     from krakenfeed.local.store import LocalStoreError
-    from krakenfeed.local.up import UpOptions, demo_options, replay_options, run_up
+    from krakenfeed.local.up import (
+        BrokerUnreachableError,
+        UpOptions,
+        demo_options,
+        replay_options,
+        run_up,
+    )
 
     common: dict[str, Any] = {
         "broker": args.broker,
@@ -84,7 +90,7 @@ def _up(args: argparse.Namespace) -> int:
         return _fail("up", f"--replay/--pace: {exc}", 2)
     try:
         return run_up(options)
-    except (LocalStoreError, FileNotFoundError) as exc:
+    except (LocalStoreError, BrokerUnreachableError, FileNotFoundError) as exc:
         return _fail("up", str(exc))
 
 

@@ -120,7 +120,13 @@ class Child:
             delay = self._backoff.delay(self.attempt)
             self.next_start = now + delay
             self.state = ChildState.BACKING_OFF
-            log.warning("%s exited with code %d; restarting in %.1fs", self.name, code, delay)
+            log.warning(
+                "%s exited with code %d; restarting in %.1fs (its log: %s)",
+                self.name,
+                code,
+                delay,
+                self.spec.log_path or "none",
+            )
         elif self.state is ChildState.BACKING_OFF and now >= self.next_start:
             self.restarts += 1
             self.start()

@@ -31,6 +31,7 @@ from rich.logging import RichHandler
 
 from krakenfeed.contracts import FeedId, KrakenFeedSpec, Stream
 from krakenfeed.embedded import EmbeddedKafka
+from krakenfeed.embedded.net import port_open
 from krakenfeed.kafka import contract_topics, make_application
 from krakenfeed.local import demo as bundled
 from krakenfeed.local.monitor import FeedMonitor
@@ -113,6 +114,8 @@ def run_up(options: UpOptions, console: Console | None = None) -> int:
     run_logs.mkdir(parents=True, exist_ok=True)
     try:
         with contextlib.ExitStack() as stack:
+            if options.broker:
+                _require_reachable(options.broker)
             broker = (
                 options.broker
                 or stack.enter_context(EmbeddedKafka(log_path=run_logs / "tansu.log")).bootstrap
@@ -154,6 +157,19 @@ def run_up(options: UpOptions, console: Console | None = None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code
+
+
+class BrokerUnreachableError(RuntimeError):
+    pass
+
+
+def _require_reachable(bootstrap: str) -> None:
+    """Fail at once, rather than after the admin client's timeout, on a wrong --broker."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if port.isdigit() and port_open(int(port), host or "127.0.0.1"):
+            return
+    raise BrokerUnreachableError(f"--broker: no Kafka broker answers at {bootstrap}")
 
 
 def _children(

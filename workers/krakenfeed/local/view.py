@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ def connection_state(child: Child, seen_frames: bool) -> str:
     if child.state is ChildState.BACKING_OFF:
         return (
             f"[yellow]connecting (attempt {child.attempt + 1}, "
-            f"next in {child.seconds_to_restart():.0f} s)[/]"
+            f"next in {math.ceil(child.seconds_to_restart())} s)[/]"
         )
     if child.state is ChildState.STOPPED:
         return "stopped"
@@ -70,22 +71,27 @@ class LiveView:
                     str(seen.frames if seen else 0),
                 )
         detector = children["detector"]
+        workers = Table(show_edge=True)
+        for column in ("detector", "consumer lag", "anomalies by detector", "restarts"):
+            workers.add_column(column)
         found = ", ".join(
             f"{name} {count}" for name, count in sorted(monitor.anomalies_by_detector.items())
         )
-        restarts = sum(c.restarts for c in children.values())
-        table.caption = (
-            f"detector {detector.state.value} · consumer lag {lag} · "
-            f"anomalies: {found or 'none yet'} · restarts {restarts}"
+        workers.add_row(
+            detector.state.value,
+            str(lag),
+            found or "none yet",
+            str(sum(c.restarts for c in children.values())),
         )
-        if self._task is None:
-            return table
-        self.progress.update(
-            self._task,
-            completed=min(monitor.market_records, self.replay_frames or 0),
-            of=f"{monitor.market_records}/{self.replay_frames} frames",
-        )
-        return Group(table, self.progress)
+        parts: list[RenderableType] = [table, workers]
+        if self._task is not None:
+            self.progress.update(
+                self._task,
+                completed=min(monitor.market_records, self.replay_frames or 0),
+                of=f"{monitor.market_records}/{self.replay_frames} frames",
+            )
+            parts.append(self.progress)
+        return Group(*parts)
 
 
 def anomaly_line(anomaly: Anomaly) -> str:

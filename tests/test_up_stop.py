@@ -3,6 +3,7 @@ then the detector, then the servers, and keeps what was stored."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -24,12 +25,24 @@ def test_sigterm_stops_everything_in_order_and_keeps_the_rows() -> None:
         )
         reader.start()
         try:
-            # The first anomaly is printed as it happens, about a quarter into the replay.
-            wait_until(lambda: any("PF_XBTUSD" in line for line in lines), 60, "an anomaly")
+            # The first anomaly (a flat line) is printed as it happens, about a quarter
+            # into the replay.
+            wait_until(lambda: any("flat_line" in line for line in lines), 60, "an anomaly")
             running = home.leftovers()
             assert any("tansu" in p for p in running), running
             assert any("postgres" in p for p in running), running
             assert sum(" ingest " in p or " detect " in p for p in running) == 2, running
+            # The results commands use the running server rather than start their own.
+            port = running_port(home.data_dir)
+
+            def stored_flat_lines() -> list[str]:
+                listed = home.run("anomalies", "--format", "json", "--detector", "flat_line")
+                assert listed.returncode == 0, listed.stderr
+                return [a["detector"] for a in json.loads(listed.stdout)]
+
+            # The anomaly reaches Kafka at once and PostgreSQL at the next checkpoint.
+            wait_until(lambda: stored_flat_lines() == ["flat_line"], 10, "the stored anomaly")
+            assert running_port(home.data_dir) == port
             up.send_signal(signal.SIGTERM)
             code = up.wait(timeout=60)
         finally:

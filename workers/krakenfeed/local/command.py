@@ -46,6 +46,13 @@ PLOT_OPTIONS: Final = (
 )
 
 
+def _console() -> Any:
+    """The terminal's width on a terminal; wide enough for a row per line in a pipe."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def _fail(command: str, message: str, code: int = 1) -> int:
     print(f"krakenfeed {command}: {message}", file=sys.stderr)
     return code
@@ -117,7 +124,6 @@ def _results(command: str, args: argparse.Namespace) -> Any:
 
 
 def _anomalies(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from krakenfeed.local import results
@@ -136,12 +142,11 @@ def _anomalies(args: argparse.Namespace) -> int:
             a["time"], a["feed"], a["product"], a["detector"], a["severity"],
             f"{a['value']:.4g}", f"{a['baseline_low']:.4g}..{a['baseline_high']:.4g}",
         )  # fmt: skip
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from krakenfeed.local import results
@@ -166,7 +171,7 @@ def _quality(args: argparse.Namespace) -> int:
             q.feed, q.product, str(q.tickers), str(q.trades), invalid or "0", gaps, stale,
             str(q.reconnects), other or "-",
         )  # fmt: skip
-    Console(width=160).print(table)
+    _console().print(table)
     return 0
 
 

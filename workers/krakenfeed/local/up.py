@@ -90,6 +90,19 @@ def replay_options(capture: Path, pace: str | None, **kwargs: Any) -> UpOptions:
     )
 
 
+def spot_pace_warning(options: UpOptions) -> str | None:
+    """Spot tickers carry no exchange time: their event time is when they arrive, so a
+    replay at any other pace than the original changes the clock the detectors see."""
+    if options.session is None or options.pace == "original":
+        return None
+    if not options.session.frames.get("spot"):
+        return None
+    return (
+        f"the replay plays spot at {options.pace}: spot tickers carry no exchange time, so "
+        "their time-based detectors see a compressed market; use --pace original for those"
+    )
+
+
 class _StopRequested:
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -140,6 +153,9 @@ def run_up(options: UpOptions, console: Console | None = None) -> int:
                 f"krakenfeed up: feed {options.feed} · broker {broker} · data {base} · "
                 f"logs {run_logs}"
             )
+            warning = spot_pace_warning(options)
+            if warning:
+                log.warning(warning)
             supervisor.start()
             try:
                 why, code = _watch(options, supervisor, monitor, kraken, stop, console)

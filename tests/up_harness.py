@@ -53,6 +53,8 @@ class LocalHome:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # Its own process group, which the test can signal as a terminal would.
+            start_new_session=True,
         )
 
     def leftovers(self) -> list[str]:

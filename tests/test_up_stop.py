@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 
 from krakenfeed.embedded import wait_until
@@ -17,43 +16,28 @@ from tests.up_harness import local_home
 
 
 def test_ctrl_c_stops_everything_in_order_and_keeps_the_rows() -> None:
-    with local_home() as home:
-        # Slow enough that the replay is still playing when the signal arrives.
-        up = home.start("up", "--demo", "--pace", "40x")
-        lines: list[str] = []
-        reader = threading.Thread(
-            target=lambda: lines.extend(iter(up.stdout.readline, "")),  # type: ignore[union-attr]
-            daemon=True,
-        )
-        reader.start()
-        try:
-            # The first anomaly (a flat line) is printed as it happens, about a quarter
-            # into the replay.
-            wait_until(lambda: any("flat_line" in line for line in lines), 60, "an anomaly")
-            running = home.leftovers()
-            assert any("tansu" in p for p in running), running
-            assert any("postgres" in p for p in running), running
-            assert sum(" ingest " in p or " detect " in p for p in running) == 2, running
-            # The results commands use the running server rather than start their own.
-            port = running_port(home.data_dir)
+    with local_home() as home, home.running("up", "--demo", "--pace", "40x") as up:
+        # Slow enough that the replay is still playing when the signal arrives: the
+        # first anomaly (a flat line) is printed as it happens, a quarter of the way in.
+        wait_until(lambda: up.printed("flat_line"), 60, "an anomaly")
+        running = home.leftovers()
+        assert any("tansu" in p for p in running), running
+        assert any("postgres" in p for p in running), running
+        assert sum(" ingest " in p or " detect " in p for p in running) == 2, running
+        # The results commands use the running server rather than start their own.
+        port = running_port(home.data_dir)
 
-            def stored_flat_lines() -> list[str]:
-                listed = home.run("anomalies", "--format", "json", "--detector", "flat_line")
-                assert listed.returncode == 0, listed.stderr
-                return [a["detector"] for a in json.loads(listed.stdout)]
+        def stored_flat_lines() -> list[str]:
+            listed = home.run("anomalies", "--format", "json", "--detector", "flat_line")
+            assert listed.returncode == 0, listed.stderr
+            return [a["detector"] for a in json.loads(listed.stdout)]
 
-            # The anomaly reaches Kafka at once and PostgreSQL at the next checkpoint.
-            wait_until(lambda: stored_flat_lines() == ["flat_line"], 10, "the stored anomaly")
-            assert running_port(home.data_dir) == port
-            os.killpg(up.pid, signal.SIGINT)
-            code = up.wait(timeout=60)
-        finally:
-            if up.poll() is None:
-                up.kill()
-                up.wait()
-        reader.join(timeout=5)
-        up.stdout.close()  # type: ignore[union-attr]
-        output = "".join(lines)
+        # The anomaly reaches Kafka at once and PostgreSQL at the next checkpoint.
+        wait_until(lambda: stored_flat_lines() == ["flat_line"], 10, "the stored anomaly")
+        assert running_port(home.data_dir) == port
+
+        os.killpg(up.process.pid, signal.SIGINT)
+        code, output = up.wait(timeout=60)
         assert code == 0, output
         assert "stopped in order (SIGINT received): ingest-futures exit 0, detector exit 0" in (
             output

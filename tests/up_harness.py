@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,8 +47,11 @@ class LocalHome:
             check=False,
         )
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+    @contextmanager
+    def running(self, *args: str) -> Iterator[Running]:
+        """The command in the background, its output collected line by line; killed
+        on the way out if the test did not see it end."""
+        process = subprocess.Popen(
             self.command(*args),
             env=self.env,
             stdout=subprocess.PIPE,
@@ -56,10 +60,23 @@ class LocalHome:
             # Its own process group, which the test can signal as a terminal would.
             start_new_session=True,
         )
+        running = Running(process)
+        try:
+            yield running
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            running.reader.join(timeout=5)
+            assert process.stdout is not None
+            process.stdout.close()
 
     def leftovers(self) -> list[str]:
         """Processes that carry this home's marker in their environment or its path
         in their command line (PostgreSQL's data directory)."""
+        return [f"{pid}: {command}" for pid, command in self.processes()]
+
+    def processes(self) -> list[tuple[int, str]]:
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -74,8 +91,34 @@ class LocalHome:
                 or str(self.path).encode() in cmdline
             ):
                 command = cmdline.replace(b"\0", b" ").decode(errors="replace")
-                found.append(f"{entry.name}: {command}")
+                found.append((int(entry.name), command))
         return found
+
+    def pid_of(self, fragment: str) -> int:
+        """The one process of this home whose command line contains ``fragment``."""
+        (pid,) = [pid for pid, command in self.processes() if fragment in command]
+        return pid
+
+
+class Running:
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        assert process.stdout is not None
+        stdout = process.stdout
+        self.reader = threading.Thread(
+            target=lambda: self.lines.extend(iter(stdout.readline, "")), daemon=True
+        )
+        self.reader.start()
+
+    def printed(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def wait(self, timeout: float) -> tuple[int, str]:
+        """The exit code and everything the command printed."""
+        code = self.process.wait(timeout)
+        self.reader.join(timeout=5)
+        return code, "".join(self.lines)
 
 
 @contextmanager

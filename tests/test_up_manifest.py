@@ -122,3 +122,17 @@ def test_an_unreachable_broker_is_named_at_once() -> None:
         run = home.run("up", "--demo", "--broker", "127.0.0.1:1", timeout=30)
     assert run.returncode == 1
     assert run.stderr == "krakenfeed up: --broker: no Kafka broker answers at 127.0.0.1:1\n"
+
+
+def test_a_bad_pace_or_capture_exits_2_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["up", "--demo", "--pace", "fast"]) == 2
+    assert "krakenfeed up: --pace: got 'fast'; use max, original or a speed-up" in (
+        capsys.readouterr().err
+    )
+    missing = tmp_path / "missing.jsonl"
+    assert main(["up", str(EXAMPLES[0]), "--replay", str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"krakenfeed up: --replay: cannot read {missing}: No such file or directory\n"
+    )

@@ -68,6 +68,7 @@ def _up(args: argparse.Namespace) -> int:
         replay_options,
         run_up,
     )
+    from krakenfeed.replay.command import parse_pace
 
     common: dict[str, Any] = {
         "broker": args.broker,
@@ -79,6 +80,8 @@ def _up(args: argparse.Namespace) -> int:
     if args.demo and (args.manifest or args.replay):
         return _fail("up", "--demo plays its own feed: give no FEED.yaml and no --replay", 2)
     try:
+        if args.pace:
+            parse_pace(args.pace)
         if args.demo:
             options = demo_options(args.pace, **common)
         elif not args.manifest:
@@ -93,8 +96,10 @@ def _up(args: argparse.Namespace) -> int:
                 options = UpOptions(feed=feed, spec=spec, **common)
     except ManifestError as exc:
         return _fail("up", str(exc), 2)
-    except (OSError, ValueError) as exc:
-        return _fail("up", f"--replay/--pace: {exc}", 2)
+    except OSError as exc:
+        return _fail("up", f"--replay: cannot read {exc.filename}: {exc.strerror}", 2)
+    except ValueError as exc:
+        return _fail("up", str(exc), 2)
     try:
         return run_up(options)
     except (LocalStoreError, BrokerUnreachableError, FileNotFoundError) as exc:

@@ -251,12 +251,7 @@ def _watch(
 ) -> tuple[str, int]:
     """Show the feed until a stop is requested, the replay is done, or a replay's
     worker keeps failing; returns why, and the exit code that goes with it."""
-    replay_frames = (
-        sum(len(frames) for frames in options.session.frames.values())
-        if options.session is not None
-        else None
-    )
-    view = LiveView(options.feed, options.spec, replay_frames)
+    view = LiveView(options.feed, options.spec, _subscribed_frames(options))
     sources = len(options.spec.sources)
     quiet_since: float | None = None
     last_total = -1
@@ -283,6 +278,18 @@ def _watch(
             elif quiet_since is not None and now - quiet_since >= _QUIET_S:
                 return "the replay ended and the detector caught up", 0
     return f"{stop.signal or 'a stop'} received", 0
+
+
+def _subscribed_frames(options: UpOptions) -> int | None:
+    """Frames of the replayed session the feed subscribes to, for the progress bar."""
+    if options.session is None:
+        return None
+    return sum(
+        1
+        for source in options.spec.sources
+        for frame in options.session.frames.get(source.api, ())
+        if frame.product in source.products and frame.channel in source.channels
+    )
 
 
 def _summary(options: UpOptions, postgres_url: str, console: Console) -> None:

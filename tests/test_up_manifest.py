@@ -120,6 +120,7 @@ def test_missing_postgresql_binaries_get_a_one_line_install_hint() -> None:
 def test_an_unreachable_broker_is_named_at_once() -> None:
     with local_home() as home:
         run = home.run("up", "--demo", "--broker", "127.0.0.1:1", timeout=30)
+        assert not home.data_dir.exists(), "nothing was started, so nothing is left"
     assert run.returncode == 1
     assert run.stderr == "krakenfeed up: --broker: no Kafka broker answers at 127.0.0.1:1\n"
 

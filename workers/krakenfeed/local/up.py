@@ -120,6 +120,8 @@ def run_up(options: UpOptions, console: Console | None = None) -> int:
     console = console or (Console() if sys.stdout.isatty() else Console(width=120))
     # Log lines go above the live table instead of through it.
     logging.getLogger().handlers = [RichHandler(console=console, show_path=False)]
+    if options.broker:
+        _require_reachable(options.broker)
     stop = _StopRequested()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     base = data_dir()
@@ -127,8 +129,6 @@ def run_up(options: UpOptions, console: Console | None = None) -> int:
     run_logs.mkdir(parents=True, exist_ok=True)
     try:
         with contextlib.ExitStack() as stack:
-            if options.broker:
-                _require_reachable(options.broker)
             broker = (
                 options.broker
                 or stack.enter_context(EmbeddedKafka(log_path=run_logs / "tansu.log")).bootstrap

@@ -57,13 +57,17 @@ def first_run(home: LocalHome) -> Any:
 
 
 def test_the_demo_exits_by_itself_with_status_0_and_leaves_no_process(
-    home: LocalHome, first_run: Any
+    home: LocalHome, first_run: Any, bundled: Demo
 ) -> None:
     assert first_run.returncode == 0, first_run.stdout + first_run.stderr
     assert "the replay ended and the detector caught up" in first_run.stdout
+    assert f"{bundled.events}/{bundled.events} frames" in first_run.stdout
     assert "ingest-futures exit 0, detector exit 0" in first_run.stdout
     assert home.leftovers() == []
     assert running_port(home.data_dir) is None
+    # It ended only after the detector had stored every market event.
+    counts = _counts(home)
+    assert counts["ticker"] + counts["trades"] == bundled.events
 
 
 def test_the_stored_anomalies_match_the_demo_labels(

@@ -1,5 +1,6 @@
 """The supervisor restarts a worker that exits with growing delays, shows the wait
-as the connection state, and stops workers in order without leaving any behind."""
+as the connection state, and stops workers in order without leaving any behind; a
+replay ends only once everything is committed and the topics stay still."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from krakenfeed.embedded import wait_until
 from krakenfeed.local.supervisor import Backoff, ChildSpec, ChildState, Supervisor
+from krakenfeed.local.up import ReplayEnd
 from krakenfeed.local.view import connection_state
 
 EXITS_AT_ONCE = [sys.executable, "-c", "raise SystemExit(3)"]
@@ -127,3 +129,25 @@ def test_workers_end_with_their_supervisor_even_when_it_is_killed() -> None:
             parent.wait()
         if parent.stdout:
             parent.stdout.close()
+
+
+def test_a_replay_ends_once_everything_is_committed_and_the_topics_stay_still() -> None:
+    clock = FakeClock()
+    end = ReplayEnd(expected=100, clock=clock, quiet_s=1, uncounted_quiet_s=5)
+    assert not end.reached(sent_all=False, total=100, lag=0, frames_seen=100)
+    assert not end.reached(sent_all=True, total=100, lag=0, frames_seen=100)
+    clock.now += 0.5
+    assert not end.reached(sent_all=True, total=100, lag=3, frames_seen=100), "not committed"
+    assert not end.reached(sent_all=True, total=100, lag=0, frames_seen=100)
+    clock.now += 0.9
+    assert not end.reached(sent_all=True, total=101, lag=0, frames_seen=100), "still moving"
+    clock.now += 1
+    assert end.reached(sent_all=True, total=101, lag=0, frames_seen=100)
+
+    # Fewer records seen than frames sent: they may yet arrive, so wait longer.
+    uncounted = ReplayEnd(expected=100, clock=clock, quiet_s=1, uncounted_quiet_s=5)
+    assert not uncounted.reached(sent_all=True, total=90, lag=0, frames_seen=90)
+    clock.now += 4
+    assert not uncounted.reached(sent_all=True, total=90, lag=0, frames_seen=90)
+    clock.now += 1
+    assert uncounted.reached(sent_all=True, total=90, lag=0, frames_seen=90)

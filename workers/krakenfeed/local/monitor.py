@@ -1,8 +1,11 @@
 """Watches a running feed through its Kafka topics, as any other reader would.
 
-It reads every topic of the feed from the beginning (without a consumer group of
-its own, so it changes nothing) and asks the broker for the detector group's
-committed offsets to tell how far the detector is behind.
+It reads every topic of the feed from the beginning (committing nothing, so it
+changes nothing) and asks the broker for the detector group's committed offsets to
+tell how far the detector is behind. The end of a topic is the larger of the
+broker's high watermark and the offset after the last record read here: Tansu
+reports the high watermark as the last batch's base offset + 1, not the end of
+that batch.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class FeedMonitor:
         # the group's committed offsets.
         self._offsets = Consumer({**common, "group.id": consumer_group(feed)})
         self._inputs = [TopicPartition(topic(feed, s), 0) for s in DETECTOR_INPUTS]
+        self._read_to: dict[str, int] = {}
+        """Per topic, the offset after the last record read."""
         self.products: dict[str, ProductActivity] = {}
         self.anomalies_by_detector: Counter[str] = Counter()
         self.quality: Counter[tuple[str, str]] = Counter()
@@ -70,6 +75,7 @@ class FeedMonitor:
             if message.error():
                 continue
             stream = self._topics.get(message.topic())
+            self._read_to[message.topic()] = message.offset() + 1
             value = message.value() or b""
             if stream in (Stream.TICKER, Stream.TRADE):
                 key = message.key()
@@ -97,15 +103,23 @@ class FeedMonitor:
             self.market_records += count
         return fresh
 
+    def frames_seen(self) -> int:
+        """Market records and dead letters read: each stands for at least one frame."""
+        dead_letters = sum(
+            n for (_, kind), n in self.quality.items() if kind == QualityKind.DEAD_LETTER
+        )
+        return self.market_records + dead_letters
+
     def detector_lag(self) -> tuple[int, int]:
         """(records the detector has not committed yet, records on its input topics)."""
         committed = self._offsets.committed(self._inputs, timeout=5)
         lag = total = 0
         for partition in committed:
             low, high = self._offsets.get_watermark_offsets(partition, timeout=5, cached=False)
-            total += high - low
+            end = max(high, self._read_to.get(partition.topic, 0))
+            total += end - low
             done = partition.offset if partition.offset >= 0 else low
-            lag += max(0, high - done)
+            lag += max(0, end - done)
         return lag, total
 
     def close(self) -> None:

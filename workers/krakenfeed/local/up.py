@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,8 +48,6 @@ from krakenfeed.store.connection import connect
 log = logging.getLogger(__name__)
 
 _TICK_S = 0.25
-_QUIET_S = 1.0
-"""A replay is over once its server has sent everything and the topics stayed this still."""
 _STOP_TIMEOUT_S = 20.0
 _REPLAY_ATTEMPTS = 5
 """A replay gives up on a worker that failed this many times in a row; a live feed never does."""
@@ -101,6 +100,37 @@ def spot_pace_warning(options: UpOptions) -> str | None:
         f"the replay plays spot at {options.pace}: spot tickers carry no exchange time, so "
         "their time-based detectors see a compressed market; use --pace original for those"
     )
+
+
+class ReplayEnd:
+    """When a replay is over: its server has sent every frame, the detector has
+    committed everything on its input topics, and those stayed still for ``quiet_s``
+    with at least ``expected`` frames' records seen on Kafka, or for
+    ``uncounted_quiet_s`` when they cannot all be counted (a capture's frame may carry
+    several records, or none)."""
+
+    def __init__(
+        self,
+        expected: int,
+        clock: Callable[[], float] = time.monotonic,
+        quiet_s: float = 1.0,
+        uncounted_quiet_s: float = 5.0,
+    ) -> None:
+        self.expected = expected
+        self._clock = clock
+        self._quiet_s = quiet_s
+        self._uncounted_quiet_s = uncounted_quiet_s
+        self._total = -1
+        self._still_since: float | None = None
+
+    def reached(self, sent_all: bool, total: int, lag: int, frames_seen: int) -> bool:
+        now = self._clock()
+        if not sent_all or lag or total != self._total:
+            self._total, self._still_since = total, now
+            return False
+        assert self._still_since is not None
+        quiet = self._quiet_s if frames_seen >= self.expected else self._uncounted_quiet_s
+        return now - self._still_since >= quiet
 
 
 class _StopRequested:
@@ -251,19 +281,17 @@ def _watch(
 ) -> tuple[str, int]:
     """Show the feed until a stop is requested, the replay is done, or a replay's
     worker keeps failing; returns why, and the exit code that goes with it."""
-    view = LiveView(options.feed, options.spec, _subscribed_frames(options))
+    expected = _subscribed_frames(options)
+    view = LiveView(options.feed, options.spec, expected)
+    end = ReplayEnd(expected or 0)
     sources = len(options.spec.sources)
-    quiet_since: float | None = None
-    last_total = -1
-    lag = 0
     with Live(console=console, refresh_per_second=4, transient=False) as live:
         while not stop.event.is_set():
             supervisor.poll()
             for anomaly in monitor.poll(timeout=_TICK_S):
                 live.console.print(anomaly_line(anomaly))
             lag, total = monitor.detector_lag()
-            now = time.monotonic()
-            live.update(view.render(supervisor.children, monitor, lag, now))
+            live.update(view.render(supervisor.children, monitor, lag, time.monotonic()))
             if kraken is None:
                 continue
             failing = [
@@ -271,11 +299,7 @@ def _watch(
             ]
             if failing:
                 return f"{', '.join(failing)} failed {_REPLAY_ATTEMPTS} times in a row", 1
-            if kraken.finished_streams < sources:
-                continue
-            if total != last_total or lag:
-                last_total, quiet_since = total, now
-            elif quiet_since is not None and now - quiet_since >= _QUIET_S:
+            if end.reached(kraken.finished_streams >= sources, total, lag, monitor.frames_seen()):
                 return "the replay ended and the detector caught up", 0
     return f"{stop.signal or 'a stop'} received", 0
 

@@ -56,6 +56,9 @@ class LiveView:
             child = children[f"ingest-{source.api}"]
             activity = [monitor.products.get(p) for p in source.products]
             state = connection_state(child, any(a is not None for a in activity))
+            reconnects = monitor.quality[(source.api, "reconnect")]
+            if reconnects:
+                state += f" ({reconnects} reconnects)"
             for product, seen in zip(source.products, activity, strict=True):
                 age = (
                     f"{now - seen.last_seen:.1f} s ago"

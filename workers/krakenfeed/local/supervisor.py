@@ -7,7 +7,6 @@ receive SIGTERM should ``up`` die without stopping it, so nothing outlives it.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -25,9 +24,24 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _resolve_prctl() -> Callable[..., int] | None:
+    # Resolved here, in the parent: the forked child must not dlopen while other
+    # threads (the live view's) may have held the loader's lock at fork time.
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _resolve_prctl()
+
+
+def _die_with_parent() -> None:  # runs in the forked child, before exec
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 @dataclass(frozen=True)
@@ -95,7 +109,7 @@ class Child:
                 stdout=log_file or subprocess.DEVNULL,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+                preexec_fn=_die_with_parent if _PRCTL is not None else None,  # noqa: PLW1509
             )
         finally:
             if log_file:

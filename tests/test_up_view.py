@@ -5,6 +5,7 @@ detector's lag and the anomalies by detector."""
 from __future__ import annotations
 
 import sys
+import time
 
 from rich.console import Console
 
@@ -70,7 +71,7 @@ def test_the_view_shows_activity_lag_and_anomalies_read_from_kafka(
         lag, total = monitor.detector_lag()
         view = LiveView(feed, spec, replay_frames=2 * len(records))
         console = Console(record=True, width=200)
-        console.print(view.render(supervisor.children, monitor, lag, now=0.0))
+        console.print(view.render(supervisor.children, monitor, lag, now=time.monotonic()))
     finally:
         supervisor.stop(["ingest-futures", "detector"])
         monitor.close()
@@ -81,6 +82,7 @@ def test_the_view_shows_activity_lag_and_anomalies_read_from_kafka(
     futures_row = next(line for line in text.splitlines() if f" {FUTURES} " in line)
     assert "streaming (1 reconnects)" in futures_row
     assert f" {len(records)} " in futures_row
+    assert " s ago " in futures_row
     idle_row = next(line for line in text.splitlines() if " PF_ETHUSD " in line)
     assert "-" in idle_row and " 0 " in idle_row
     assert "price_jump 1" in text

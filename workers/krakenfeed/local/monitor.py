@@ -47,16 +47,29 @@ class ProductActivity:
 
 class FeedMonitor:
     def __init__(
-        self, broker: str, feed: FeedId, clock: Callable[[], float] = time.monotonic
+        self,
+        broker: str,
+        feed: FeedId,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        from_start: bool = True,
     ) -> None:
+        """``from_start``: read the topics' history too (a fresh embedded broker has
+        none); otherwise only what arrives from now on (on Tansu, from inside its
+        last batch, given its high watermark)."""
         self._clock = clock
         self._topics = {topic(feed, stream): stream for stream in Stream}
         common = {"bootstrap.servers": broker, "enable.auto.commit": False}
         self._reader = Consumer({**common, "group.id": f"{consumer_group(feed)}.monitor"})
-        self._reader.assign([TopicPartition(name, 0, OFFSET_BEGINNING) for name in self._topics])
         # Never subscribes, so it never joins the detector's group: it only reads
         # the group's committed offsets.
         self._offsets = Consumer({**common, "group.id": consumer_group(feed)})
+        self._reader.assign(
+            [
+                TopicPartition(name, 0, OFFSET_BEGINNING if from_start else self._end(name))
+                for name in self._topics
+            ]
+        )
         self._inputs = [TopicPartition(topic(feed, s), 0) for s in DETECTOR_INPUTS]
         self._read_to: dict[str, int] = {}
         """Per topic, the offset after the last record read."""
@@ -102,6 +115,12 @@ class FeedMonitor:
             activity.arrivals.append((now, count))
             self.market_records += count
         return fresh
+
+    def _end(self, name: str) -> int:
+        _, high = self._offsets.get_watermark_offsets(
+            TopicPartition(name, 0), timeout=5, cached=False
+        )
+        return int(high)
 
     def frames_seen(self) -> int:
         """Market records and dead letters read: each stands for at least one frame."""

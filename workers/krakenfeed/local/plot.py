@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 from krakenfeed.local.results import Series
 
 _DPI = 100
+_MAX_LABELS = 40
+"""Past this many anomalies in a panel, the legend's colours name the detectors."""
 _PANELS = ("mid price", "spread (bps)", "traded qty / 10 s")
 
 
@@ -50,6 +52,8 @@ def render_plot(
             for panel in (price, spread, volume):
                 panel.axvline(at, color=colours[detector], linestyle="--", linewidth=0.9)
             price.plot([at], [mid], marker="v", color=colours[detector], markersize=7)
+            if len(s.anomalies) > _MAX_LABELS:
+                continue
             price.annotate(
                 detector,
                 (at, mid),

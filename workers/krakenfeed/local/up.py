@@ -177,7 +177,8 @@ def run_up(options: UpOptions, console: Console | None = None) -> int:
             supervisor = Supervisor(
                 _children(options, broker, postgres_url, Path(state_dir), kraken, run_logs)
             )
-            monitor = FeedMonitor(broker, options.feed)
+            # A broker of our own is fresh; another may hold days of this feed's history.
+            monitor = FeedMonitor(broker, options.feed, from_start=options.broker is None)
             stack.callback(monitor.close)
             console.print(
                 f"krakenfeed up: feed {options.feed} · broker {broker} · data {base} · "

@@ -1,6 +1,7 @@
 """Stopping ``krakenfeed up`` from outside: Ctrl-C (SIGINT to the terminal's whole
 process group) or SIGTERM stops ingest, then the detector, then the servers, and
-keeps what was stored."""
+keeps what was stored. A killed ``up`` takes its workers and broker along, and the
+next command on its data directory stops the database it left running."""
 
 from __future__ import annotations
 
@@ -50,3 +51,23 @@ def test_ctrl_c_stops_everything_in_order_and_keeps_the_rows() -> None:
         with local_postgres(home.data_dir) as url, connect(url) as conn:
             stored = conn.execute("SELECT count(*) FROM anomalies").fetchone()
         assert stored is not None and stored[0] >= 1
+
+
+def test_a_killed_up_leaves_only_its_database_which_the_next_command_stops() -> None:
+    with local_home() as home, home.running("up", "--demo", "--pace", "40x") as up:
+        wait_until(lambda: up.printed("flat_line"), 60, "an anomaly")
+        up.process.kill()
+        up.wait(timeout=10)
+
+        def only_postgres_left() -> bool:
+            left = home.leftovers()
+            return bool(left) and all("postgres" in p for p in left)
+
+        # Workers and Tansu get SIGTERM from the kernel when up dies; PostgreSQL,
+        # started by pg_ctl in a session of its own, stays until someone stops it.
+        wait_until(only_postgres_left, 20, "the workers and the broker to end")
+        listed = home.run("anomalies", "--format", "json")
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout), "what the detector committed before up died"
+        wait_until(lambda: home.leftovers() == [], 10, "the adopted PostgreSQL to stop")
+        assert running_port(home.data_dir) is None

@@ -89,28 +89,50 @@ def _ensure_database(server: EmbeddedPostgres) -> str:
     return server.url_for(DATABASE)
 
 
+def _owner_file(base: Path) -> Path:
+    return base / "postgres.owner"
+
+
+def _owner_alive(base: Path) -> bool:
+    """Whether the process that started the running server (and will stop it) lives."""
+    try:
+        pid = int(_owner_file(base).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def local_postgres(base: Path) -> Iterator[str]:
-    """The URL of the data directory's PostgreSQL, starting it for the duration when it
-    is not running already (a running ``up`` keeps its own server and stops it itself)."""
+    """The URL of the data directory's PostgreSQL.
+
+    A server that a live process started (a running ``up``) is used as it is, and
+    that process stops it. Otherwise this caller owns the server for the duration:
+    it starts one, or adopts one whose owner died without stopping it (a killed
+    ``up``), and stops it on the way out.
+    """
     port = running_port(base)
-    if port is not None:
+    if port is not None and _owner_alive(base):
         yield _cluster(base, port).url_for(DATABASE)
         return
-    server = _cluster(base, free_port())
-    try:
-        server.start()
-    except subprocess.CalledProcessError as exc:
-        output = (exc.output or b"").decode(errors="replace").strip().splitlines()
-        server_log = cluster_root(base) / "server.log"
-        raise LocalStoreError(
-            f"PostgreSQL in {server.data_dir} did not start: "
-            f"{output[-1] if output else 'no output'} (see {server_log})"
-        ) from None
+    server = _cluster(base, port or free_port())
+    if port is None:
+        try:
+            server.start()
+        except subprocess.CalledProcessError as exc:
+            output = (exc.output or b"").decode(errors="replace").strip().splitlines()
+            server_log = cluster_root(base) / "server.log"
+            raise LocalStoreError(
+                f"PostgreSQL in {server.data_dir} did not start: "
+                f"{output[-1] if output else 'no output'} (see {server_log})"
+            ) from None
+    _owner_file(base).write_text(str(os.getpid()))
     try:
         yield _ensure_database(server)
     finally:
         server.stop()
+        _owner_file(base).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -7,10 +7,8 @@ receive SIGTERM should ``up`` die without stopping it, so nothing outlives it.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,29 +17,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from krakenfeed.embedded.orphans import ends_with_parent
+
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _resolve_prctl() -> Callable[..., int] | None:
-    # Resolved here, in the parent: the forked child must not dlopen while other
-    # threads (the live view's) may have held the loader's lock at fork time.
-    if sys.platform != "linux":
-        return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-_PRCTL = _resolve_prctl()
-
-
-def _die_with_parent() -> None:  # runs in the forked child, before exec
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 @dataclass(frozen=True)
@@ -109,7 +87,7 @@ class Child:
                 stdout=log_file or subprocess.DEVNULL,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if _PRCTL is not None else None,  # noqa: PLW1509
+                preexec_fn=ends_with_parent(),  # noqa: PLW1509
             )
         finally:
             if log_file:

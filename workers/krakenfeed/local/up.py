@@ -161,7 +161,9 @@ def run_up(options: UpOptions, console: Console | None = None) -> int:
         with contextlib.ExitStack() as stack:
             broker = (
                 options.broker
-                or stack.enter_context(EmbeddedKafka(log_path=run_logs / "tansu.log")).bootstrap
+                or stack.enter_context(
+                    EmbeddedKafka(log_path=run_logs / "tansu.log", ends_with_parent=True)
+                ).bootstrap
             )
             postgres_url = options.postgres_url or stack.enter_context(local_postgres(base))
             kraken = (

@@ -137,3 +137,10 @@ def test_a_bad_pace_or_capture_exits_2_naming_the_flag(
     assert capsys.readouterr().err == (
         f"krakenfeed up: --replay: cannot read {missing}: No such file or directory\n"
     )
+
+
+def test_a_bad_detector_config_exits_2_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["up", "--demo", "--detector-config", '{"price_jump": {"threshold": "high"}}']) == 2
+    assert capsys.readouterr().err.startswith("krakenfeed up: --detector-config: Expected `")

@@ -79,6 +79,16 @@ def _up(args: argparse.Namespace) -> int:
     }
     if args.demo and (args.manifest or args.replay):
         return _fail("up", "--demo plays its own feed: give no FEED.yaml and no --replay", 2)
+    if args.detector_config:
+        # Checked here too: the detector would only say so in its log, restart after restart.
+        import msgspec
+
+        from krakenfeed.detect import DetectorConfig
+
+        try:
+            msgspec.json.decode(args.detector_config, type=DetectorConfig)
+        except msgspec.DecodeError as exc:
+            return _fail("up", f"--detector-config: {exc}", 2)
     try:
         if args.pace:
             parse_pace(args.pace)

@@ -28,16 +28,25 @@ def _times(epoch_ms: list[int]) -> list[datetime]:
 def render_plot(
     data: dict[tuple[str, str], Series], path: Path, width: int = 1400, height: int = 900
 ) -> None:
-    """Three panels per product, anomalies as dashed lines labelled by detector."""
+    """Three panels per product, sharing a time axis per product (products may cover
+    different spans), anomalies as dashed lines labelled by detector."""
     if not data:
         raise ValueError("nothing to plot: no rows match the filters")
     figure = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(len(data) * len(_PANELS), 1, sharex=True, squeeze=False)[:, 0]
+    axes = figure.subplots(len(data) * len(_PANELS), 1, squeeze=False)[:, 0]
     detectors = sorted({d for s in data.values() for _, d, _ in s.anomalies})
     colours = {d: f"C{(i + 1) % 10}" for i, d in enumerate(detectors)}
     for index, ((feed, product), s) in enumerate(sorted(data.items())):
         price, spread, volume = axes[index * 3 : index * 3 + 3]
+        for panel in (spread, volume):
+            panel.sharex(price)
+        for panel in (price, spread):
+            panel.tick_params(labelbottom=False)
+        locator = AutoDateLocator()  # type: ignore[no-untyped-call]
+        volume.xaxis.set_major_locator(locator)
+        volume.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+        volume.set_xlabel("UTC", fontsize=8)
         price.plot(_times(s.ticker_ms), s.mid, color="C0", linewidth=0.8)
         spread.plot(_times(s.ticker_ms), s.spread_bps, color="C0", linewidth=0.8)
         volume.bar(
@@ -63,10 +72,6 @@ def render_plot(
                 fontsize=7,
                 color=colours[detector],
             )
-    locator = AutoDateLocator()  # type: ignore[no-untyped-call]
-    axes[-1].xaxis.set_major_locator(locator)
-    axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
-    axes[-1].set_xlabel("UTC")
     if detectors:
         handles = [axes[0].plot([], [], color=colours[d], linestyle="--")[0] for d in detectors]
         figure.legend(

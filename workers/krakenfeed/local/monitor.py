@@ -20,6 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from krakenfeed.contracts import (
     Anomaly,
+    DeadLetter,
     FeedId,
     QualityEvent,
     QualityKind,
@@ -107,7 +108,11 @@ class FeedMonitor:
                     continue
                 self.quality[(event.source, event.kind.value)] += 1
             elif stream is Stream.DLQ:
-                self.quality[(_source_of(value), QualityKind.DEAD_LETTER.value)] += 1
+                try:
+                    source = decode_record(value, DeadLetter).source or "unknown"
+                except msgspec.DecodeError:
+                    source = "unknown"
+                self.quality[(source, QualityKind.DEAD_LETTER.value)] += 1
         for product, count in arrived.items():
             activity = self.products.setdefault(product, ProductActivity())
             activity.frames += count
@@ -144,10 +149,3 @@ class FeedMonitor:
     def close(self) -> None:
         self._reader.close()
         self._offsets.close()
-
-
-def _source_of(value: bytes) -> str:
-    for source in ("futures", "spot"):
-        if f'"source":"{source}"'.encode() in value:
-            return source
-    return "unknown"

@@ -1,6 +1,6 @@
-"""The live view, fed by the monitor reading a real broker: given records, an anomaly
-and a reconnect on a feed's topics, the table shows each product's activity, the
-detector's lag and the anomalies by detector."""
+"""The live view, fed by the monitor reading a real broker: given records, an anomaly,
+a reconnect and a dead letter on a feed's topics, the table shows each product's
+activity, the connection's events, the detector's lag and the anomalies by detector."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from rich.console import Console
 
 from krakenfeed.contracts import (
     Anomaly,
+    DeadLetter,
+    DeadLetterReason,
     FeedId,
     KrakenFeedSpec,
     QualityEvent,
@@ -44,6 +46,10 @@ def test_the_view_shows_activity_lag_and_anomalies_read_from_kafka(
     reconnect = QualityEvent(
         source="futures", kind=QualityKind.RECONNECT, received_time_ns=1, detail="reconnected"
     )
+    refused = DeadLetter(
+        source="futures", received_time_ns=2, reason=DeadLetterReason.CROSSED_QUOTE,
+        detail="bid > ask", raw="{}", product=FUTURES,
+    )  # fmt: skip
     app = make_application(kafka.bootstrap)
     contract_topics(app, kafka.bootstrap, feed, list(Stream))
     with app.get_producer() as producer:
@@ -53,6 +59,7 @@ def test_the_view_shows_activity_lag_and_anomalies_read_from_kafka(
             )
         produce_records(producer, topic(feed, Stream.ANOMALIES), [anomaly])
         produce_records(producer, topic(feed, Stream.QUALITY), [reconnect])
+        produce_records(producer, topic(feed, Stream.DLQ), [refused])
 
     spec = KrakenFeedSpec(sources=[SourceSpec(api="futures", products=[FUTURES, "PF_ETHUSD"])])
     supervisor = Supervisor([ChildSpec("ingest-futures", SLEEPS), ChildSpec("detector", SLEEPS)])
@@ -78,9 +85,9 @@ def test_the_view_shows_activity_lag_and_anomalies_read_from_kafka(
     text = console.export_text()
 
     assert seen == [anomaly]
-    assert (lag, total) == (len(records) + 1, len(records) + 1), "nothing committed yet"
+    assert (lag, total) == (len(records) + 2, len(records) + 2), "nothing committed yet"
     futures_row = next(line for line in text.splitlines() if f" {FUTURES} " in line)
-    assert "streaming (1 reconnects)" in futures_row
+    assert "streaming (1 reconnects, 1 invalid)" in futures_row
     assert f" {len(records)} " in futures_row
     assert " s ago " in futures_row
     idle_row = next(line for line in text.splitlines() if " PF_ETHUSD " in line)

@@ -56,9 +56,13 @@ class LiveView:
             child = children[f"ingest-{source.api}"]
             activity = [monitor.products.get(p) for p in source.products]
             state = connection_state(child, any(a is not None for a in activity))
-            reconnects = monitor.quality[(source.api, "reconnect")]
-            if reconnects:
-                state += f" ({reconnects} reconnects)"
+            notes = [
+                f"{count} {label}"
+                for kind, label in (("reconnect", "reconnects"), ("dead_letter", "invalid"))
+                if (count := monitor.quality[(source.api, kind)])
+            ]
+            if notes:
+                state += f" ({', '.join(notes)})"
             for product, seen in zip(source.products, activity, strict=True):
                 age = (
                     f"{now - seen.last_seen:.1f} s ago"

@@ -8,9 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from krakenfeed.contracts import DETECT_OPTIONS, POSTGRES_OPTIONS, FeedId, Option
+from krakenfeed.contracts import DETECT_OPTIONS, FeedId, Option
 
 _DETECT: Final = {option.flag: option for option in DETECT_OPTIONS}
+_POSTGRES_URL: Final = Option(
+    flag="--postgres-url",
+    secret=True,
+    help="libpq URL of a PostgreSQL to use instead of the data directory's embedded one",
+)
 
 UP_OPTIONS: Final = (
     Option(flag="--replay", help="play this capture (JSON lines, .gz ok) instead of live Kraken"),
@@ -25,7 +30,7 @@ UP_OPTIONS: Final = (
         flag="--broker",
         help="Kafka bootstrap servers to use instead of the embedded Tansu broker",
     ),
-    *POSTGRES_OPTIONS,
+    _POSTGRES_URL,
     _DETECT["--detector-config"],
     _DETECT["--retention-days"],
 )
@@ -34,7 +39,7 @@ FILTER_OPTIONS: Final = (
     Option(flag="--feed", help="feed as namespace/name, or a local feed's name"),
     Option(flag="--product", help="product id as Kraken spells it (PF_XBTUSD, BTC/USD)"),
     Option(flag="--since", help="only from then on: 30m, 2h, 7d, or an ISO 8601 time"),
-    *POSTGRES_OPTIONS,
+    _POSTGRES_URL,
 )
 ANOMALY_OPTIONS: Final = (
     Option(flag="--detector", help="only this detector's anomalies (price_jump, stale, …)"),

@@ -4,6 +4,7 @@ the filters narrow every query the same way."""
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,10 +12,13 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from krakenfeed.contracts import FeedId
+from krakenfeed.embedded import free_port
+from krakenfeed.local import store
 from krakenfeed.local.results import Filters, anomalies, parse_since, quality, series
-from krakenfeed.local.store import ROOT_DATA_DIR, data_dir
+from krakenfeed.local.store import ROOT_DATA_DIR, data_dir, local_postgres
 from krakenfeed.store import migrate
 from krakenfeed.store.connection import connect
+from tests.up_harness import local_home
 
 NOW = datetime(2026, 8, 6, 12, 0, tzinfo=UTC)
 T0 = int(NOW.timestamp() * 1000)
@@ -101,3 +105,19 @@ def test_quality_counts_each_kind_per_product_and_per_connection(postgres_url: s
         ]
         assert len(anomalies(conn, Filters(product="BTC/USD"))) == 0
         assert series(conn, Filters(feed=FeedId.parse("b"))) == {}
+
+
+def test_a_port_taken_between_choice_and_start_is_replaced_by_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with local_home() as home, socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        # The race a free port can lose: someone binds it before PostgreSQL does.
+        choices = iter([port])
+        monkeypatch.setattr(store, "free_port", lambda: next(choices, None) or free_port())
+        with local_postgres(home.data_dir) as url, connect(url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert f":{port}/" not in url
+        server_log = (store.cluster_root(home.data_dir) / "server.log").read_text()
+        assert "could not bind" in server_log, "the first start met the taken port"
+        assert home.leftovers() == []

@@ -103,6 +103,36 @@ def _owner_alive(base: Path) -> bool:
     return True
 
 
+_START_ATTEMPTS = 3
+
+
+def _start(base: Path) -> EmbeddedPostgres:
+    """Start the cluster on a free port; another one if that was taken meanwhile."""
+    server_log = cluster_root(base) / "server.log"
+    for _ in range(_START_ATTEMPTS):
+        server = _cluster(base, free_port())
+        logged = server_log.stat().st_size if server_log.exists() else 0
+        try:
+            return server.start()
+        except subprocess.CalledProcessError as exc:
+            news = ""
+            if server_log.exists():
+                with server_log.open("rb") as log:
+                    log.seek(logged)
+                    news = log.read().decode(errors="replace")
+            if "could not bind" in news or "Address already in use" in news:
+                continue
+            output = (exc.output or b"").decode(errors="replace").strip().splitlines()
+            raise LocalStoreError(
+                f"PostgreSQL in {server.data_dir} did not start: "
+                f"{output[-1] if output else 'no output'} (see {server_log})"
+            ) from None
+    raise LocalStoreError(
+        f"PostgreSQL found {_START_ATTEMPTS} free ports taken by the time it started"
+        f" (the last was {server.port}); see {server_log}"
+    )
+
+
 @contextlib.contextmanager
 def local_postgres(base: Path) -> Iterator[str]:
     """The URL of the data directory's PostgreSQL.
@@ -116,17 +146,7 @@ def local_postgres(base: Path) -> Iterator[str]:
     if port is not None and _owner_alive(base):
         yield _cluster(base, port).url_for(DATABASE)
         return
-    server = _cluster(base, port or free_port())
-    if port is None:
-        try:
-            server.start()
-        except subprocess.CalledProcessError as exc:
-            output = (exc.output or b"").decode(errors="replace").strip().splitlines()
-            server_log = cluster_root(base) / "server.log"
-            raise LocalStoreError(
-                f"PostgreSQL in {server.data_dir} did not start: "
-                f"{output[-1] if output else 'no output'} (see {server_log})"
-            ) from None
+    server = _cluster(base, port) if port is not None else _start(base)
     _owner_file(base).write_text(str(os.getpid()))
     try:
         yield _ensure_database(server)

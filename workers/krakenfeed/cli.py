@@ -147,12 +147,6 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from krakenfeed.demo import run_demo
-
-    return run_demo(FeedId.parse(args.feed), args.market_seconds)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="krakenfeed",
@@ -184,21 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_replay_server(commands)
 
-    demo = commands.add_parser(
-        "demo",
-        help=(
-            "run the pipeline on this machine: a replayed Kraken, ingest, embedded Kafka, "
-            "detector, embedded PostgreSQL"
-        ),
-    )
-    demo.add_argument("--feed", default="local/demo", help="feed as namespace/name")
-    demo.add_argument(
-        "--market-seconds",
-        type=int,
-        default=3600,
-        help="seconds of labelled market to replay (it plays as fast as it can)",
-    )
-    demo.set_defaults(handler=_cmd_demo)
+    from krakenfeed.local.command import register as register_local
+
+    register_local(commands)
     return parser
 
 

@@ -9,6 +9,7 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
+from krakenfeed.embedded import orphans
 from krakenfeed.embedded.net import free_port, port_open, wait_until
 
 TANSU_ENV = "KRAKENFEED_TANSU_BINARY"
@@ -40,9 +41,17 @@ class EmbeddedKafka:
     """A memory-only broker: a restart loses every topic, so outages are simulated
     with ``pause()``/``resume()`` (SIGSTOP/SIGCONT) instead."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        *,
+        ends_with_parent: bool = False,
+    ) -> None:
+        """``ends_with_parent``: the broker gets SIGTERM if this process dies unstopped."""
         self.port = port or free_port()
         self.log_path = log_path
+        self.ends_with_parent = ends_with_parent
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,7 +69,11 @@ class EmbeddedKafka:
         log_target = self.log_path or Path(os.devnull)
         with log_target.open("ab") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=orphans.ends_with_parent() if self.ends_with_parent else None,  # noqa: PLW1509
             )
         process = self._process
         wait_until(

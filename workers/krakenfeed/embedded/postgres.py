@@ -1,4 +1,4 @@
-"""PostgreSQL from the machine's binaries, in a throw-away data directory."""
+"""PostgreSQL from the machine's binaries, in a throw-away or a kept data directory."""
 
 from __future__ import annotations
 
@@ -40,15 +40,27 @@ class EmbeddedPostgres:
 
     PostgreSQL refuses to run as root, so under root the cluster belongs to the
     ``postgres`` system user and its commands run through ``runuser``.
+
+    With ``root`` the cluster lives in that directory and outlives the server:
+    ``initdb`` runs only when it holds no cluster yet, and ``stop`` shuts down
+    cleanly and keeps the data. Without it, everything goes into a temporary
+    directory that ``stop`` removes.
     """
 
-    def __init__(self, port: int | None = None, *, durable: bool = True) -> None:
+    def __init__(
+        self, port: int | None = None, *, durable: bool = True, root: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self.durable = durable
+        self.kept = root is not None
         self.user = "postgres"
-        self._root = Path(tempfile.mkdtemp(prefix="krakenfeed-pg-"))
-        self.data_dir = self._root / "data"
         self._bin = pg_bin_dir()
+        if root is None:
+            root = Path(tempfile.mkdtemp(prefix="krakenfeed-pg-"))
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+        self._root = root
+        self.data_dir = self._root / "data"
         self._as_user: list[str] = []
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
@@ -70,10 +82,11 @@ class EmbeddedPostgres:
         )
 
     def start(self) -> EmbeddedPostgres:
-        self._run(
-            str(self._bin / "initdb"), "-D", str(self.data_dir), "-U", self.user,
-            "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync",
-        )  # fmt: skip
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._run(
+                str(self._bin / "initdb"), "-D", str(self.data_dir), "-U", self.user,
+                "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync",
+            )  # fmt: skip
         options = f"-c listen_addresses=127.0.0.1 -c unix_socket_directories={self._root}"
         options += " -c max_connections=200"
         if not self.durable:
@@ -86,13 +99,17 @@ class EmbeddedPostgres:
         return self
 
     def stop(self) -> None:
+        # A kept cluster shuts down cleanly (a checkpoint, no recovery on the next
+        # start); a throw-away one is about to be deleted anyway.
+        mode = "fast" if self.kept else "immediate"
         if self.data_dir.exists():
             subprocess.run(
                 [*self._as_user, str(self._bin / "pg_ctl"), "-D", str(self.data_dir),
-                 "-m", "immediate", "-w", "stop"],
+                 "-m", mode, "-w", "stop"],
                 check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-        shutil.rmtree(self._root, ignore_errors=True)
+        if not self.kept:
+            shutil.rmtree(self._root, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedPostgres:
         return self.start()

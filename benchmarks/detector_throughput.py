@@ -35,7 +35,7 @@ from krakenfeed.embedded import run_until
 from krakenfeed.kafka import contract_topics, make_application, produce_records
 from krakenfeed.market import FUTURES, SPOT, generate_market
 from krakenfeed.pipeline import build_detector_app
-from krakenfeed.store import PostgresSink
+from krakenfeed.store import EncodedRecord, PostgresSink
 
 THROUGHPUT_SECONDS = 14_400
 """Market time generated for the throughput run: about 80k events."""
@@ -63,24 +63,22 @@ class _TimedSink(PostgresSink):
         self.last_flush = 0.0
         self.committed: list[tuple[int, float]] = []
         """(Kafka timestamp, wall-clock commit time) in ms, per market record."""
-        self._pending: list[int] = []
+        self._timestamps: list[int] = []
 
-    def add(self, value: Any, key: Any, timestamp: int, *args: Any, **kwargs: Any) -> None:
+    def put(self, topic: str, partition: int, value: Any) -> None:
         if self.first_add is None:
             self.first_add = time.perf_counter()
-            if not self._per_record:
-                # Time the first record only: the sink's own add from here on.
-                self.add = super().add  # type: ignore[method-assign]
-        if self._per_record:
-            self._pending.append(timestamp)
-        super().add(value, key, timestamp, *args, **kwargs)
+        if self._per_record and type(value) is list and type(value[0]) is EncodedRecord:
+            # A market record's row: its event time is its Kafka timestamp.
+            self._timestamps.append(value[0].event_time_ms)
+        super().put(topic, partition, value)
 
     def flush(self) -> None:
         super().flush()
         self.last_flush = time.perf_counter()
         committed_ms = time.time() * 1000
-        self.committed += [(t, committed_ms) for t in self._pending]
-        self._pending.clear()
+        self.committed += [(t, committed_ms) for t in self._timestamps]
+        self._timestamps.clear()
 
 
 def _publish(servers: Servers, feed: FeedId, records: list[Ticker | Trade]) -> None:

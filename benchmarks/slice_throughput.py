@@ -29,10 +29,10 @@ class _TimedSink(PostgresSink):
     first_add: float | None = None
     last_flush: float = 0.0
 
-    def add(self, *args: Any, **kwargs: Any) -> None:
+    def put(self, topic: str, partition: int, value: Any) -> None:
         if self.first_add is None:
             self.first_add = time.perf_counter()
-        super().add(*args, **kwargs)
+        super().put(topic, partition, value)
 
     def flush(self) -> None:
         super().flush()

@@ -224,8 +224,8 @@ class _OutageAfterFirstWrite(PostgresSink):
         self.written_at_cut: int | None = None
         self.cut_at = 0.0
 
-    def write(self, batch: Any) -> None:
-        super().write(batch)
+    def write_values(self, items: Any) -> None:
+        super().write_values(items)
         if self.written_at_cut is None:
             self.written_at_cut = self.written["Ticker"] + self.written["Trade"]
             self.cut_at = time.monotonic()

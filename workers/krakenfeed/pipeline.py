@@ -113,9 +113,10 @@ class Detect:
     step adds per-message overhead, and every fork of the stream pickles each value
     to copy it. Anomalies and dead letters go to Kafka through the Application's own
     producer (so under exactly-once they join the checkpoint's transaction). The
-    record and its anomalies flow on to the PostgreSQL sink as one list: quixstreams'
-    per-item expand costs more than the sink unpacking it. The record goes as the JSON
-    it arrived as, now validated, which PostgreSQL unpacks into its row.
+    record and its anomalies go to the PostgreSQL sink as one list, put there by this
+    step: a ``.sink()`` would add a step and an item per record, and quixstreams'
+    per-item expand costs more than the sink unpacking a list. The record goes as the
+    JSON it arrived as, now validated, which PostgreSQL unpacks into its row.
     """
 
     def __init__(
@@ -125,8 +126,10 @@ class Detect:
         producer: Any,
         topics: dict[Stream, Topic],
         clock_ns: Callable[[], int],
+        sink: PostgresSink,
         watch: SilenceWatch | None = None,
     ) -> None:
+        self._put = sink.put
         self._watch = watch
         self._decode = decoder.decode
         self._engine = engine
@@ -138,13 +141,12 @@ class Detect:
         """Per key (product): the state bytes last stored and the state they encode.
         Bounded by the feed's products."""
 
-    def __call__(
-        self, value: bytes, key: Any, timestamp_ms: int, headers: Any, state: Any
-    ) -> list[Any]:
+    def __call__(self, value: bytes, key: Any, timestamp_ms: int, headers: Any, state: Any) -> None:
         record = self._decode(value, timestamp_ms)
         if isinstance(record, DeadLetter):
             self._publish(self._dead_letters, record, record_timestamp_ms(record))
-            return [record]
+            self._store(record)
+            return
         engine = self._engine
         stored = state.get_bytes(_STATE_KEY)
         # The state this step stored last is still decoded here, and the checkpoint's
@@ -171,7 +173,11 @@ class Detect:
         self._decoded[key] = (encoded_state, product_state)
         for anomaly in anomalies:
             self._publish(self._anomalies, anomaly, anomaly.event_time_ms)
-        return [EncodedRecord.of(record, value), *anomalies]
+        self._store([EncodedRecord(type(record), record_timestamp_ms(record), value), *anomalies])
+
+    def _store(self, value: Any) -> None:
+        context = message_context()
+        self._put(context.topic, context.partition, value)
 
     def _publish(self, topic_name: str, record: Anomaly | DeadLetter, timestamp: int) -> None:
         self._produce(
@@ -349,9 +355,13 @@ def build_detector_app(
             sdf.processing_context.producer,
             topics,
             clock_ns,
+            sink,
             watch,
         )
-        sdf.apply(detect, stateful=True, metadata=True).sink(sink)
+        sdf.apply(detect, stateful=True, metadata=True)
+        # The step puts its rows into the sink itself; registered, the sink is
+        # flushed by every checkpoint like one attached with ``.sink()``.
+        sdf.processing_context.sink_manager.register(sink)
     decoded(Stream.DLQ, DeadLetter).sink(sink)
     decoded(Stream.QUALITY, QualityEvent).sink(sink)
     return app, sink

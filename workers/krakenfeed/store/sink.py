@@ -214,8 +214,10 @@ class PostgresSink(BatchingSink):
             raise ValueError(f"write_ahead_rows must be at least 1, got {write_ahead_rows}")
         self._write_ahead_rows = write_ahead_rows
         self._write_ahead_s = write_ahead_s
+        self._pending: dict[tuple[str, int], list[Any]] = {}
+        """Per topic partition: what was added since its last hand-over."""
         self._due: dict[tuple[str, int], float] = {}
-        """When each partition's open batch goes to the writer, whatever its size."""
+        """When each partition's pending values go to the writer, whatever their number."""
         self._writer: ThreadPoolExecutor | None = None
         self._writes: list[Future[None]] = []
         self._write_error: BaseException | None = None
@@ -248,23 +250,35 @@ class PostgresSink(BatchingSink):
         partition: int,
         offset: int,
     ) -> None:
+        """quixstreams' ``.sink()`` hands over each processed record here."""
+        self.put(topic, partition, value)
+
+    def put(self, topic: str, partition: int, value: Any) -> None:
+        """Buffer ``value`` (a record, or a list of records of one message) for the
+        current checkpoint of ``topic``'s ``partition``.
+
+        A stream step may call this directly, as the detector's does: it skips the
+        extra step and the per-record item that quixstreams' ``.sink()`` costs. The
+        sink must then be registered with the Application's sink manager, so that
+        every checkpoint flushes it.
+        """
         tp = (topic, partition)
-        batch = self._batches.get(tp)
-        if batch is None:
-            batch = self._batches[tp] = SinkBatch(topic=topic, partition=partition)
+        values = self._pending.get(tp)
+        if values is None:
+            values = self._pending[tp] = []
             self._due[tp] = time.monotonic() + self._write_ahead_s
-        batch.append(value=value, key=key, timestamp=timestamp, headers=headers, offset=offset)
-        if batch.size >= self._write_ahead_rows or time.monotonic() >= self._due[tp]:
-            del self._batches[tp]
-            self._hand_over(batch)
+        values.append(value)
+        if len(values) >= self._write_ahead_rows or time.monotonic() >= self._due[tp]:
+            del self._pending[tp]
+            self._hand_over(values)
 
     def flush(self) -> None:
         """Write everything added since the last checkpoint, or raise."""
         try:
-            for batch in self._batches.values():
-                self._hand_over(batch)
+            for values in self._pending.values():
+                self._hand_over(values)
         finally:
-            self._batches.clear()
+            self._pending.clear()
         self._wait_for_writes()
         error, self._write_error = self._write_error, None
         if error is not None:
@@ -273,20 +287,20 @@ class PostgresSink(BatchingSink):
     def on_paused(self) -> None:
         """Another sink is backpressured: drop this checkpoint's rows, which are
         going to be replayed."""
-        self._batches.clear()
+        self._pending.clear()
         self._wait_for_writes()
         self._write_error = None
 
-    def _hand_over(self, batch: SinkBatch) -> None:
+    def _hand_over(self, values: list[Any]) -> None:
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="postgres-sink")
-        self._writes.append(self._writer.submit(self._write_behind, batch))
+        self._writes.append(self._writer.submit(self._write_behind, values))
 
-    def _write_behind(self, batch: SinkBatch) -> None:
+    def _write_behind(self, values: list[Any]) -> None:
         if self._write_error is not None:
             return
         try:
-            self.write(batch)
+            self.write_values(values)
         except BaseException as exc:  # handed to the checkpoint by flush()
             self._write_error = exc
 
@@ -318,12 +332,14 @@ class PostgresSink(BatchingSink):
         on the writer thread, and wait; raises what the write raised."""
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="postgres-sink")
-        self._writer.submit(self._write_values, records).result()
+        self._writer.submit(self.write_values, records).result()
 
     def write(self, batch: SinkBatch) -> None:
-        self._write_values(item.value for item in batch)
+        self.write_values(item.value for item in batch)
 
-    def _write_values(self, items: Iterable[Any]) -> None:
+    def write_values(self, items: Iterable[Any]) -> None:
+        """Upsert ``items`` (records, or lists of records of one message) in one
+        transaction; every write of this sink goes through here."""
         rows: dict[_Target, list[Row]] = {}
         encoded: dict[_Target, list[EncodedRecord]] = {}
         kinds: Counter[str] = Counter()

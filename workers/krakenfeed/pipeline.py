@@ -314,6 +314,9 @@ def build_detector_app(
         consumer_group=group or consumer_group(feed),
         auto_offset_reset="earliest",
         commit_interval=commit_interval,
+        # The loop checks for a due checkpoint between polls: a poll that waits long
+        # on a quiet feed holds back the commit of the rows it already has.
+        consumer_poll_timeout=0.05,
         state_dir=str(state_dir) if state_dir else None,
         consumer_extra_config={
             "session.timeout.ms": 6000,

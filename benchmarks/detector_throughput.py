@@ -179,9 +179,8 @@ def _latency(servers: Servers) -> tuple[list[float], list[float], Counter[str], 
     starts PACING_DELAY_S after the run starts, and each record is produced when
     the wall clock reaches its timestamp. The warm-up (LATENCY_WARMUP_S of market)
     is produced at once, and the detector works through it before pacing starts.
-    Only records and anomalies from the paced part are measured. The likelihood
-    detector is left out of the topic latency: its event time is the end of the
-    interval it scored, which it can only score once a later trade arrives.
+    Only records and anomalies from the paced part are measured, and on the topic
+    only anomalies raised by a record (see ``_record_triggered``).
     """
     feed = FeedId("bench", f"latency-{uuid.uuid4().hex[:8]}")
     market, paced_from = _realtime_market()
@@ -253,9 +252,17 @@ def _latency(servers: Servers) -> tuple[list[float], list[float], Counter[str], 
             reader.join()
             pacer.join()
     measured = [(a, seen) for a, seen in received if a.event_time_ms >= paced_from]
-    to_topic = [seen - a.event_time_ms for a, seen in measured if a.detector != "likelihood"]
+    to_topic = [seen - a.event_time_ms for a, seen in measured if _record_triggered(a)]
     to_row = [committed - t for t, committed in sink.committed if t >= paced_from]
     return to_topic, to_row, Counter(a.detector for a, _ in measured), slack[0]
+
+
+def _record_triggered(anomaly: Anomaly) -> bool:
+    """Whether the anomaly's event time is that of the record that raised it. Not
+    so for the likelihood detector (the end of the interval it scored, which it
+    scores when a later trade arrives) nor for a silence noticed on the wall clock
+    (the product's last event time, ``silent_after_ms`` before the report)."""
+    return anomaly.detector != "likelihood" and anomaly.context.get("kind") != "silent"
 
 
 def _shifted(record: Ticker | Trade, shift_ms: int) -> Ticker | Trade:

@@ -95,12 +95,18 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     import signal
     from pathlib import Path
 
-    from krakenfeed.ingest.worker import IngestSettings, IngestWorker
+    from krakenfeed.ingest.resilience import BackoffPolicy
+    from krakenfeed.ingest.worker import IngestSettings, IngestWorker, parse_thresholds
 
     for product in args.products:
         problem = product_id_problem(args.api, product)
         if problem:
             raise SystemExit(f"krakenfeed ingest: argument --products: {problem}")
+    try:
+        stale_after_product = parse_thresholds(args.stale_after_product or [])
+        backoff = BackoffPolicy(args.backoff_base_s, args.backoff_cap_s, args.healthy_after_s)
+    except ValueError as exc:
+        raise SystemExit(f"krakenfeed ingest: {exc}") from None
     worker = IngestWorker(
         IngestSettings(
             feed=_feed(args),
@@ -112,6 +118,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             max_clock_skew_ms=args.max_clock_skew_ms,
             capture=Path(args.capture) if args.capture else None,
             ping_interval_s=args.ping_interval_s,
+            watchdog_s=args.watchdog_s,
+            stale_after_s=args.stale_after_s,
+            stale_after_product=stale_after_product,
+            backoff=backoff,
         )
     )
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -112,6 +112,52 @@ INGEST_OPTIONS: Final = (
         minimum=1,
         help="seconds between WebSocket protocol pings (Kraken wants one at least every 60 s)",
     ),
+    Option(
+        flag="--watchdog-s",
+        default="30",
+        value_type="float",
+        minimum=0.1,
+        help=(
+            "reconnect when no frame at all arrived for this long; heartbeats count"
+            " (futures every 10 s, spot every 1 s), so a quiet product never trips it"
+        ),
+    ),
+    Option(
+        flag="--stale-after-s",
+        default="120",
+        value_type="float",
+        minimum=0.1,
+        help="report a product on the quality topic once it sent no data for this long",
+    ),
+    Option(
+        flag="--stale-after-product",
+        is_list=True,
+        help="per-product stale thresholds overriding --stale-after-s, e.g. BTC/USD=300",
+    ),
+    Option(
+        flag="--backoff-base-s",
+        default="1",
+        value_type="float",
+        minimum=0,
+        help=(
+            "reconnect backoff: the first retry after a healthy connection is immediate,"
+            " the n-th waits a random 0..min(cap, base*2^(n-2)) s"
+        ),
+    ),
+    Option(
+        flag="--backoff-cap-s",
+        default="60",
+        value_type="float",
+        minimum=0,
+        help="reconnect backoff: the largest delay between two attempts",
+    ),
+    Option(
+        flag="--healthy-after-s",
+        default="30",
+        value_type="float",
+        minimum=0,
+        help="a connection that stayed up this long resets the reconnect backoff",
+    ),
 )
 
 DETECT_OPTIONS: Final = (

@@ -15,7 +15,9 @@ class IngestMetrics:
     invalid: Counter[str] = field(default_factory=Counter)
     """Dead letters, by reason code."""
     duplicates: int = 0
-    """Trades already emitted (a snapshot repeating them), skipped by id."""
+    """Trades and tickers already emitted (a snapshot repeating them), skipped."""
+    stale_events: int = 0
+    """``stale_product`` events, produced by the monitor thread (not in ``produced``)."""
     last_frame_ns: dict[str, int] = field(default_factory=dict)
     """Receive time of the latest valid data for each product."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 
@@ -23,6 +23,7 @@ from krakenfeed.contracts import (
     Trade,
 )
 from krakenfeed.contracts.records import Source
+from krakenfeed.ingest.dedupe import IdMemory
 from krakenfeed.ingest.frames import (
     FuturesData,
     FuturesEvent,
@@ -42,6 +43,7 @@ from krakenfeed.ingest.frames import (
     SpotTradeItem,
 )
 from krakenfeed.ingest.metrics import IngestMetrics
+from krakenfeed.ingest.subscriptions import PacingPolicy, Request, Subscriptions
 
 Output = Ticker | Trade | DeadLetter | QualityEvent
 
@@ -58,33 +60,14 @@ class ValidationSettings:
     Snapshots are history and are exempt."""
 
 
-@dataclass
-class Subscriptions:
-    """Ack state of every (channel, product) this connection asked for."""
-
-    pending: set[tuple[str, str]] = field(default_factory=set)
-    active: set[tuple[str, str]] = field(default_factory=set)
-    rejected: dict[tuple[str, str], str] = field(default_factory=dict)
-
-    def request(self, channels: Iterable[str], products: Iterable[str]) -> None:
-        self.pending.update((c, p) for c in channels for p in products)
-
-    def ack(self, channel: str, product: str) -> None:
-        self.pending.discard((channel, product))
-        self.active.add((channel, product))
-
-    def reject(self, channel: str, product: str, message: str) -> None:
-        self.pending.discard((channel, product))
-        self.rejected[(channel, product)] = message
-
-    @property
-    def settled(self) -> bool:
-        return not self.pending
+RATE_LIMIT_MESSAGE = "Exceeded msg rate"
 
 
 class KrakenProtocol(ABC):
     api: Source
     default_url: str
+    requests_per_s: float
+    """The pace of subscribe requests: well under the API's limit."""
 
     def __init__(
         self,
@@ -92,6 +75,7 @@ class KrakenProtocol(ABC):
         channels: Iterable[str],
         settings: ValidationSettings | None = None,
         metrics: IngestMetrics | None = None,
+        pacing: PacingPolicy | None = None,
     ) -> None:
         self.products = tuple(dict.fromkeys(products))
         self.channels = tuple(dict.fromkeys(channels))
@@ -101,12 +85,35 @@ class KrakenProtocol(ABC):
         self.metrics = metrics or IngestMetrics()
         self._frames = self.metrics.frames
         self._last_frame_ns = self.metrics.last_frame_ns
-        self.subscriptions = Subscriptions()
-        self._last_trade_id: dict[str, int] = {}
+        self.subscriptions = Subscriptions(
+            self.channels, self.products, pacing or PacingPolicy(self.requests_per_s)
+        )
+        self.trade_ids = IdMemory()
+        """Trades emitted so far, across every connection of the run."""
+        self._ticker_ms: dict[str, int] = {}
+        """The exchange time of the latest ticker emitted per product."""
+
+    def subscribe_requests(self) -> list[bytes]:
+        """Every subscribe request at once, unpaced: a fresh connection's whole plan."""
+        control = self.connected(0)
+        return [*self.render(self.subscriptions.due(0, paced=False)), *control]
+
+    def connected(self, now_ns: int) -> list[bytes]:
+        """A new connection: resubscribe from scratch. Returns the control requests to
+        send at once (the futures heartbeat feed); data subscriptions come paced from
+        :meth:`due_requests`."""
+        self.subscriptions.reset(now_ns)
+        return []
+
+    def due_requests(self, now_ns: int) -> list[bytes]:
+        """The subscribe requests due now; also fails requests that were never answered."""
+        subscriptions = self.subscriptions
+        subscriptions.expire(now_ns)
+        return self.render(subscriptions.due(now_ns))
 
     @abstractmethod
-    def subscribe_requests(self) -> list[bytes]:
-        """The requests to send after connecting; they also mark those acks pending."""
+    def render(self, requests: list[Request]) -> list[bytes]:
+        """Planned requests as Kraken's wire format."""
 
     @abstractmethod
     def handle(self, raw: bytes, received_ns: int) -> list[Output]:
@@ -216,14 +223,16 @@ class KrakenProtocol(ABC):
             channel=channel,
         )
 
-    def _is_new_trade(self, product: str, trade_id: int) -> bool:
-        """Trades repeat when a snapshot is re-sent; ids only grow per product."""
-        last = self._last_trade_id.get(product)
-        if last is not None and trade_id <= last:
-            self.metrics.duplicates += 1
-            return False
-        self._last_trade_id[product] = trade_id
-        return True
+    def _rate_limited(self, message: str, received_ns: int) -> QualityEvent:
+        """Kraken refused a request for its pace: retry it later, slower."""
+        retry = self.subscriptions.rate_limited(received_ns)
+        return self._quality(
+            QualityKind.PROTOCOL_ERROR,
+            received_ns,
+            message,
+            retry=" ".join(f"{c}:{p}" for c, p in retry),
+            requests_per_s=self.subscriptions.requests_per_s,
+        )
 
 
 _BACKTICKED = re.compile(r"`([^`]+)`")
@@ -234,18 +243,22 @@ class FuturesProtocol(KrakenProtocol):
 
     api: Source = "futures"
     default_url = FUTURES_URL
+    requests_per_s = 20.0
+    """A fifth of the documented 100 requests/s per connection."""
 
     _data = msgspec.json.Decoder(FuturesData)
     _event = msgspec.json.Decoder(FuturesEvent)
 
-    def subscribe_requests(self) -> list[bytes]:
-        self.subscriptions.request(self.channels, self.products)
-        requests = [
-            _encode({"event": "subscribe", "feed": channel, "product_ids": list(self.products)})
-            for channel in self.channels
+    def connected(self, now_ns: int) -> list[bytes]:
+        super().connected(now_ns)
+        # Heartbeats prove the connection alive while products are quiet.
+        return [_encode({"event": "subscribe", "feed": "heartbeat"})]
+
+    def render(self, requests: list[Request]) -> list[bytes]:
+        return [
+            _encode({"event": "subscribe", "feed": r.channel, "product_ids": list(r.products)})
+            for r in requests
         ]
-        requests.append(_encode({"event": "subscribe", "feed": "heartbeat"}))
-        return requests
 
     def handle(self, raw: bytes, received_ns: int) -> list[Output]:
         # Data frames are the hot path, so they are tried first; control frames
@@ -258,7 +271,7 @@ class FuturesProtocol(KrakenProtocol):
             return [self._decode_failure(raw, received_ns, exc, "feed")]
         if type(frame) is FuturesTicker:
             self._frames["ticker"] += 1
-            return [self._ticker(frame, raw, received_ns)]
+            return self._ticker(frame, raw, received_ns)
         if type(frame) is FuturesTrade:
             self._frames["trade"] += 1
             return self._trade(frame, raw, received_ns, live=True)
@@ -272,7 +285,7 @@ class FuturesProtocol(KrakenProtocol):
         self._frames["heartbeat"] += 1
         return []
 
-    def _ticker(self, frame: FuturesTicker, raw: bytes, received_ns: int) -> Ticker | DeadLetter:
+    def _ticker(self, frame: FuturesTicker, raw: bytes, received_ns: int) -> list[Output]:
         product = frame.product_id
         # One combined test on the hot path; the per-rule checks only name the failure.
         valid = (
@@ -287,42 +300,52 @@ class FuturesProtocol(KrakenProtocol):
                 product, frame.bid, frame.ask, frame.bid_size, frame.ask_size
             ) or self._skewed(frame.time, received_ns)
             assert problem is not None
-            return self._dead(raw, received_ns, *problem, product=product, exchange_ms=frame.time)
+            return [self._dead(raw, received_ns, *problem, product=product, exchange_ms=frame.time)]
+        # Every futures ticker is a snapshot keyed by (product, time): one already
+        # emitted, or older than one emitted, comes again only after a resubscribe.
+        if frame.time <= self._ticker_ms.get(product, -1):
+            self.metrics.duplicates += 1
+            return []
+        self._ticker_ms[product] = frame.time
         self._last_frame_ns[product] = received_ns
-        return Ticker(
-            source="futures",
-            product=product,
-            exchange_time_ms=frame.time,
-            received_time_ns=received_ns,
-            bid=frame.bid,
-            ask=frame.ask,
-            bid_size=frame.bid_size,
-            ask_size=frame.ask_size,
-            last=frame.last,
-            volume=frame.volume,
-            mark_price=frame.markPrice,
-            index_price=frame.index,
-            premium=frame.premium,
-            funding_rate=frame.funding_rate,
-            relative_funding_rate=frame.relative_funding_rate,
-            open_interest=frame.openInterest,
-        )
+        return [
+            Ticker(
+                source="futures",
+                product=product,
+                exchange_time_ms=frame.time,
+                received_time_ns=received_ns,
+                bid=frame.bid,
+                ask=frame.ask,
+                bid_size=frame.bid_size,
+                ask_size=frame.ask_size,
+                last=frame.last,
+                volume=frame.volume,
+                mark_price=frame.markPrice,
+                index_price=frame.index,
+                premium=frame.premium,
+                funding_rate=frame.funding_rate,
+                relative_funding_rate=frame.relative_funding_rate,
+                open_interest=frame.openInterest,
+            )
+        ]
 
     def _trade(
         self, item: FuturesTrade | FuturesTradeItem, raw: bytes, received_ns: int, *, live: bool
     ) -> list[Output]:
         product = item.product_id
-        previous = self._last_trade_id.get(product)
-        if not self._is_new_trade(product, item.seq):
+        missing = self.trade_ids.admit(product, item.seq)
+        if missing is None:
+            self.metrics.duplicates += 1
             return []
         out: list[Output] = []
-        if previous is not None and item.seq > previous + 1:
-            missing = item.seq - previous - 1
+        if missing:
+            previous = item.seq - missing - 1
             out.append(
                 self._quality(
                     QualityKind.SEQUENCE_GAP,
                     received_ns,
-                    f"{product}: trade seq jumped from {previous} to {item.seq}",
+                    f"{product}: trade seq jumped from {previous} to {item.seq};"
+                    f" {previous + 1}..{item.seq - 1} missing",
                     product=product,
                     previous_seq=previous,
                     seq=item.seq,
@@ -355,28 +378,34 @@ class FuturesProtocol(KrakenProtocol):
                 self.subscriptions.ack(event.feed or "", product)
             return []
         if event.event == "subscribed_failed":
+            for product in products:
+                self.subscriptions.fail(event.feed or "", product, received_ns)
             return [
-                self._rejected(event.feed or "", product, "subscribed_failed", received_ns)
-                for product in products
+                self._quality(
+                    QualityKind.PROTOCOL_ERROR,
+                    received_ns,
+                    f"subscribed_failed for {event.feed} {', '.join(products)}: will retry",
+                    channel=event.feed,
+                )
             ]
         if event.event in ("alert", "error"):
+            if event.message == RATE_LIMIT_MESSAGE:
+                return [self._rate_limited(event.message, received_ns)]
             return self._on_error(event.message or "", received_ns)
         return []
 
     def _on_error(self, message: str, received_ns: int) -> list[Output]:
         """Attribute an alert to the subscription it refuses.
 
-        Futures alerts name the product but not the feed. We send one request per
-        feed, in channel order, and Kraken answers each, so the n-th alert for a
-        product refuses its n-th pending feed.
+        Futures alerts name the product but not the feed. Kraken answers requests
+        in order, so an alert refuses the oldest request still waiting on that product.
         """
         named = _BACKTICKED.findall(message)
-        pending = self.subscriptions.pending
         out: list[Output] = []
         for product in named:
-            channel = next((c for c in self.channels if (c, product) in pending), None)
-            if channel is not None:
-                out.append(self._rejected(channel, product, message, received_ns))
+            request = self.subscriptions.oldest_waiting(product)
+            if request is not None:
+                out.append(self._rejected(request.channel, product, message, received_ns))
         if out or any(p in named for _, p in self.subscriptions.rejected):
             return out
         return [self._quality(QualityKind.PROTOCOL_ERROR, received_ns, message)]
@@ -394,6 +423,8 @@ class SpotProtocol(KrakenProtocol):
 
     api: Source = "spot"
     default_url = SPOT_URL
+    requests_per_s = 5.0
+    """Kraken does not say; 15 of a 25-request burst succeeded (see the protocol sheet)."""
 
     _data = msgspec.json.Decoder(SpotData)
     _response = msgspec.json.Decoder(SpotResponse)
@@ -405,26 +436,26 @@ class SpotProtocol(KrakenProtocol):
         channels: Iterable[str],
         settings: ValidationSettings | None = None,
         metrics: IngestMetrics | None = None,
+        pacing: PacingPolicy | None = None,
     ) -> None:
-        super().__init__(products, channels, settings, metrics)
-        self._requests: dict[int, str] = {}
-        """req_id → channel, to attribute an error reply to its subscription."""
+        super().__init__(products, channels, settings, metrics, pacing)
+        self._ticker_content: dict[str, tuple[float | None, ...]] = {}
+        """The last ticker emitted per symbol, to know a re-sent snapshot."""
 
-    def subscribe_requests(self) -> list[bytes]:
-        self.subscriptions.request(self.channels, self.products)
-        requests = []
-        for req_id, channel in enumerate(self.channels, start=1):
+    def render(self, requests: list[Request]) -> list[bytes]:
+        out = []
+        for request in requests:
             params: dict[str, object] = {
-                "channel": channel,
-                "symbol": list(self.products),
+                "channel": request.channel,
+                "symbol": list(request.products),
                 "snapshot": True,
             }
-            if channel == "ticker":
+            if request.channel == "ticker":
                 # The default trigger is trades, which hides spread moves between trades.
                 params["event_trigger"] = "bbo"
-            self._requests[req_id] = channel
-            requests.append(_encode({"method": "subscribe", "params": params, "req_id": req_id}))
-        return requests
+            message = {"method": "subscribe", "params": params, "req_id": request.req_id}
+            out.append(_encode(message))
+        return out
 
     def handle(self, raw: bytes, received_ns: int) -> list[Output]:
         # Data frames first, as for futures; replies carry ``method``, and a few
@@ -439,7 +470,13 @@ class SpotProtocol(KrakenProtocol):
             return [self._decode_failure(raw, received_ns, exc, "channel")]
         if type(frame) is SpotTicker:
             self._frames["ticker"] += 1
-            return [self._ticker(item, raw, received_ns) for item in frame.data]
+            snapshot = frame.type == "snapshot"
+            tickers: list[Output] = []
+            for item in frame.data:
+                record = self._ticker(item, raw, received_ns, snapshot)
+                if record is not None:
+                    tickers.append(record)
+            return tickers
         if type(frame) is SpotTrade:
             self._frames["trade"] += 1
             return self._trades(frame, raw, received_ns)
@@ -459,10 +496,19 @@ class SpotProtocol(KrakenProtocol):
         self._frames["heartbeat"] += 1
         return []
 
-    def _ticker(self, item: SpotTickerItem, raw: bytes, received_ns: int) -> Ticker | DeadLetter:
+    def _ticker(
+        self, item: SpotTickerItem, raw: bytes, received_ns: int, snapshot: bool
+    ) -> Ticker | DeadLetter | None:
         problem = self._invalid_quote(item.symbol, item.bid, item.ask, item.bid_qty, item.ask_qty)
         if problem is not None:
             return self._dead(raw, received_ns, *problem, product=item.symbol)
+        # No exchange time to key on: a snapshot re-sent on resubscribe is known by
+        # its content being that of the last ticker emitted.
+        content = (item.bid, item.ask, item.bid_qty, item.ask_qty, item.last, item.volume)
+        if snapshot and self._ticker_content.get(item.symbol) == content:
+            self.metrics.duplicates += 1
+            return None
+        self._ticker_content[item.symbol] = content
         self._last_frame_ns[item.symbol] = received_ns
         return Ticker(
             source="spot",
@@ -481,7 +527,8 @@ class SpotProtocol(KrakenProtocol):
         live = frame.type == "update"
         out: list[Output] = []
         for item in sorted(frame.data, key=_by_trade_id) if not live else frame.data:
-            if not self._is_new_trade(item.symbol, item.trade_id):
+            if self.trade_ids.admit(item.symbol, item.trade_id) is None:
+                self.metrics.duplicates += 1
                 continue
             exchange_ms = int(item.timestamp.timestamp() * 1000)
             trade = Trade(
@@ -510,12 +557,15 @@ class SpotProtocol(KrakenProtocol):
                 self.subscriptions.ack(response.result.channel, response.result.symbol)
             return []
         message = response.error or "subscribe failed without an error message"
-        channel = self._requests.get(response.req_id or -1)
+        if message == RATE_LIMIT_MESSAGE:
+            return [self._rate_limited(message, received_ns)]
+        request = None if response.req_id is None else self.subscriptions.request(response.req_id)
         pair = _UNSUPPORTED_PAIR.search(message)
         refused = [
             (c, p)
             for c, p in sorted(self.subscriptions.pending)
-            if (channel is None or c == channel) and (pair is None or p == pair.group(1))
+            if (request is None or (c == request.channel and p in request.waiting))
+            and (pair is None or p == pair.group(1))
         ]
         if not refused:
             return [self._quality(QualityKind.PROTOCOL_ERROR, received_ns, message)]
@@ -527,6 +577,8 @@ class SpotProtocol(KrakenProtocol):
         except msgspec.DecodeError as exc:
             return [self._decode_failure(raw, received_ns, exc, "channel")]
         self._frames["error"] += 1
+        if error.Error == RATE_LIMIT_MESSAGE:
+            return [self._rate_limited(error.Error, received_ns)]
         return [self._quality(QualityKind.PROTOCOL_ERROR, received_ns, error.Error)]
 
 

@@ -1,19 +1,31 @@
 """The ingest worker's I/O: one Kraken WebSocket in, the feed's Kafka topics out.
 
-The loop is deliberately flat — receive, hand the bytes to the pure protocol,
+The read loop is deliberately flat — receive, hand the bytes to the pure protocol,
 produce what comes back — because it runs once per frame at up to ~100k frames/s.
+Everything else is decided in pure code (``resilience``, ``subscriptions``) and
+only carried out here:
+
+- connect, and on any retryable disconnect reconnect after the backoff's delay,
+  for ever; a terminal close or upgrade status logs one line and exits 2;
+- after connecting, send the planner's paced subscribe requests, reading with a
+  timeout until every product is acked or refused; then read blocking, since a
+  socket timeout costs a poll() before every recv();
+- a monitor thread pings, closes a socket that has been silent beyond the
+  watchdog (which wakes the blocked read) and reports stale products.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +51,17 @@ from krakenfeed.ingest.protocol import (
     SpotProtocol,
     ValidationSettings,
 )
+from krakenfeed.ingest.resilience import (
+    Backoff,
+    BackoffPolicy,
+    Disconnect,
+    Watchdog,
+    classify_close,
+    classify_upgrade,
+    dropped,
+    silent,
+    unreachable,
+)
 from krakenfeed.kafka import StreamingProducer, contract_topics, make_application
 from krakenfeed.replay.capture import CaptureWriter
 
@@ -53,6 +76,9 @@ _STREAMS: dict[type, Stream] = {
 }
 _SHUTDOWN_FLUSH_S = 3.0
 _CONNECT_TIMEOUT_S = 10.0
+_MIN_READ_TIMEOUT_S = 0.001
+EXIT_TERMINAL = 2
+"""The exit status after a terminal close or upgrade refusal."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +92,31 @@ class IngestSettings:
     max_clock_skew_ms: int = 5_000
     capture: Path | None = None
     ping_interval_s: float = 20.0
+    watchdog_s: float = 30.0
+    """Reconnect when no frame at all (heartbeats included) came for this long."""
+    stale_after_s: float = 120.0
+    stale_after_product: dict[str, float] = field(default_factory=dict)
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """One reconnect, for the reconnect event and the recovery benchmark."""
+
+    cause: str
+    dropped_ns: int
+    connected_ns: int
+    attempts: int
+    first_record_ns: int | None = None
+    """When the first ticker or trade after resubscribing went to the producer."""
 
 
 class IngestWorker:
     def __init__(
-        self, settings: IngestSettings, clock_ns: Callable[[], int] = time.time_ns
+        self,
+        settings: IngestSettings,
+        clock_ns: Callable[[], int] = time.time_ns,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.settings = settings
         self.metrics = IngestMetrics()
@@ -82,9 +128,20 @@ class IngestWorker:
         )
         self.url = settings.url or self.protocol.default_url
         self._clock_ns = clock_ns
+        self._rng = rng
+        self.watchdog = Watchdog(
+            settings.watchdog_s, settings.stale_after_s, dict(settings.stale_after_product)
+        )
+        self._watchdog_lock = threading.Lock()
+        self.recoveries: list[Recovery] = []
+        self.connections = 0
         self._stop = threading.Event()
         self._ws: websocket.WebSocket | None = None
+        self._last_frame_ns = 0
+        """Receive time of the latest frame of any kind; the monitor thread reads it."""
+        self._silence: Disconnect | None = None
         self._delivery_error: str | None = None
+        self._producer: StreamingProducer | None = None
         self._app = make_application(
             settings.broker,
             # Delivery reports only for failures: successes cost nothing on the hot path.
@@ -102,6 +159,9 @@ class IngestWorker:
         so the worker stops at once rather than after its receive timeout.
         """
         self._stop.set()
+        self._abort()
+
+    def _abort(self) -> None:
         ws = self._ws
         if ws is not None and ws.sock is not None:
             with contextlib.suppress(OSError):
@@ -110,10 +170,11 @@ class IngestWorker:
     def _on_delivery(self, error: Any, message: Any) -> None:
         if error is not None:
             self._delivery_error = f"{message.topic()}: {error}"
-            self._stop.set()
+            self.stop()
 
     def run(self) -> int:
-        """Read until stopped; 0 after a clean stop, 1 when the run cannot continue."""
+        """Read until stopped: 0 after a clean stop, 2 after a terminal close or upgrade
+        refusal, 1 when records could not be delivered."""
         log.info(
             "ingesting %s %s for %s from %s",
             self.settings.api,
@@ -123,31 +184,19 @@ class IngestWorker:
         )
         with ExitStack() as stack:
             producer = stack.enter_context(StreamingProducer(self._app))
+            self._producer = producer
             capture = (
                 stack.enter_context(CaptureWriter(self.settings.capture))
                 if self.settings.capture
                 else None
             )
+            monitor = threading.Thread(target=self._monitor, name="ingest-monitor", daemon=True)
+            monitor.start()
             try:
-                ws = websocket.create_connection(
-                    self.url, timeout=_CONNECT_TIMEOUT_S, skip_utf8_validation=True
-                )
-                # Blocking reads: a socket timeout makes Python poll() before every
-                # recv(), doubling the syscalls per frame. stop() wakes a blocked read
-                # by shutting the socket down; heartbeats wake it at least every 10 s.
-                ws.settimeout(None)
-            except (OSError, websocket.WebSocketException) as exc:
-                log.error("cannot connect to %s: %s", self.url, exc)
-                return 1
-            self._ws = ws
-            try:
-                for request in self.protocol.subscribe_requests():
-                    ws.send(request)
-                outcome = self._pump(ws, producer, capture)
+                outcome = self._connections(producer, capture)
             finally:
-                self._ws = None
-                with contextlib.suppress(OSError, websocket.WebSocketException):
-                    ws.close(timeout=1)
+                self._stop.set()
+                monitor.join()
                 left = producer.flush(timeout=_SHUTDOWN_FLUSH_S)
             log.info(
                 "stopped after %d frames; produced %s; invalid %s",
@@ -163,9 +212,206 @@ class IngestWorker:
                 return 1
             return outcome
 
+    # --- connections -----------------------------------------------------------
+
+    def _connections(self, producer: StreamingProducer, capture: CaptureWriter | None) -> int:
+        """Connect, pump, and reconnect after every retryable disconnect."""
+        backoff = Backoff(self.settings.backoff, self._rng)
+        down: Disconnect | None = None
+        """Why the last connection ended; None before the first one."""
+        down_since_ns = 0
+        attempts = 0
+        last_failure: Disconnect | None = None
+        while not self._stop.is_set():
+            if last_failure is not None:
+                delay = backoff.next_delay_s()
+                attempts += 1
+                log.warning(
+                    "reconnect attempt %d in %.2f s after: %s", attempts, delay, last_failure.cause
+                )
+                if self._stop.wait(delay):
+                    break
+            ws, failure = self._open()
+            if ws is None:
+                assert failure is not None
+                if failure.terminal:
+                    return self._terminal(failure)
+                last_failure = failure
+                continue
+            connected_ns = self._clock_ns()
+            backoff.connected(connected_ns)
+            recovery = None
+            if down is not None:
+                recovery = Recovery(down.cause, down_since_ns, connected_ns, attempts)
+                self._reconnected(recovery, producer)
+            self.connections += 1
+            attempts = 0
+            ended = self._serve(ws, producer, capture, recovery, connected_ns)
+            if ended is None:
+                break
+            now = self._clock_ns()
+            backoff.disconnected(now)
+            if ended.terminal:
+                return self._terminal(ended)
+            log.warning("connection to %s lost: %s", self.url, ended.cause)
+            down, down_since_ns, last_failure = ended, now, ended
+        log.info("stop requested: flushing and closing")
+        return 0
+
+    def _open(self) -> tuple[websocket.WebSocket | None, Disconnect | None]:
+        try:
+            ws = websocket.create_connection(
+                self.url, timeout=_CONNECT_TIMEOUT_S, skip_utf8_validation=True
+            )
+        except websocket.WebSocketBadStatusException as exc:
+            return None, classify_upgrade(exc.status_code, exc.status_message or "")
+        except (OSError, websocket.WebSocketException) as exc:
+            return None, unreachable(f"{self.url}: {exc}")
+        return ws, None
+
+    def _terminal(self, reason: Disconnect) -> int:
+        log.error(
+            "terminal: %s from %s; not reconnecting (a supervisor should back off)",
+            reason.cause,
+            self.url,
+        )
+        return EXIT_TERMINAL
+
+    def _reconnected(self, recovery: Recovery, producer: StreamingProducer) -> None:
+        downtime_s = (recovery.connected_ns - recovery.dropped_ns) / 1e9
+        event = QualityEvent(
+            source=self.settings.api,
+            kind=QualityKind.RECONNECT,
+            received_time_ns=recovery.connected_ns,
+            detail=(
+                f"reconnected after {downtime_s:.3f} s down"
+                f" ({recovery.attempts} attempt{'s' if recovery.attempts != 1 else ''}):"
+                f" {recovery.cause}"
+            ),
+            attributes={
+                "cause": recovery.cause,
+                "downtime_ms": round(downtime_s * 1000, 3),
+                "attempts": recovery.attempts,
+            },
+        )
+        self._produce(producer, event)
+        _log_quality(event)
+
+    def _produce(self, producer: StreamingProducer, record: Any) -> None:
+        """The slow path's produce, for records outside the read loop."""
+        kind = type(record)
+        producer.send(
+            self._topics[kind],
+            encode_record(record),
+            record_key(record),
+            timestamp=record_timestamp_ms(record),
+            on_delivery=self._on_delivery,
+        )
+        self.metrics.produced[kind.__name__] += 1
+
+    def _serve(
+        self,
+        ws: websocket.WebSocket,
+        producer: StreamingProducer,
+        capture: CaptureWriter | None,
+        recovery: Recovery | None,
+        connected_ns: int,
+    ) -> Disconnect | None:
+        """One connection from subscribe to its end; None when stopped."""
+        self._silence = None
+        self._last_frame_ns = connected_ns
+        with self._watchdog_lock:
+            self.watchdog.rearm(connected_ns)
+        self._ws = ws
+        if self._stop.is_set():
+            self._abort()
+        ended: Disconnect | None = None
+        try:
+            for request in self.protocol.connected(connected_ns):
+                ws.send(request)
+            ended = self._resubscribe(ws, producer, capture, recovery)
+            if ended is None and not self._stop.is_set():
+                ws.settimeout(None)
+                ended = self._pump(ws, producer, capture)
+        except (OSError, websocket.WebSocketException) as exc:
+            ended = self._lost(exc)
+        finally:
+            self._ws = None
+            if ended is None:
+                with contextlib.suppress(OSError, websocket.WebSocketException):
+                    ws.close(timeout=1)
+            else:
+                ws.shutdown()  # type: ignore[no-untyped-call]
+        return ended
+
+    def _lost(self, exc: Exception) -> Disconnect | None:
+        if self._stop.is_set():
+            return None
+        return self._silence or dropped(str(exc) or type(exc).__name__)
+
+    def _resubscribe(
+        self,
+        ws: websocket.WebSocket,
+        producer: StreamingProducer,
+        capture: CaptureWriter | None,
+        recovery: Recovery | None,
+    ) -> Disconnect | None:
+        """Paced subscribe requests, read with a timeout so that they go out on time,
+        until every product is acked or refused and, after a reconnect, the first
+        ticker or trade is through (its time is the recovery's end)."""
+        protocol = self.protocol
+        subscriptions = protocol.subscriptions
+        clock_ns = self._clock_ns
+        api = self.settings.api
+        awaiting_first = recovery is not None
+        announced = False
+        while not self._stop.is_set():
+            now = clock_ns()
+            for request in protocol.due_requests(now):
+                ws.send(request)
+            wake_ns = subscriptions.next_wake_ns()
+            if wake_ns is None:
+                if not announced:
+                    announced = True
+                    self._announce(now)
+                if not awaiting_first:
+                    return None
+                ws.settimeout(None)
+            else:
+                ws.settimeout(max(_MIN_READ_TIMEOUT_S, (wake_ns - now) / 1e9))
+            try:
+                opcode, data = ws.recv_data()
+            except websocket.WebSocketTimeoutException:
+                continue
+            now = clock_ns()
+            self._last_frame_ns = now
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return _closed(data)
+            if capture is not None:
+                capture.write(api, now, data)
+            records = protocol.handle(data, now)
+            for record in records:
+                self._produce(producer, record)
+                if type(record) is QualityEvent:
+                    _log_quality(record)
+                elif awaiting_first and type(record) in (Ticker, Trade):
+                    awaiting_first = False
+                    assert recovery is not None
+                    self.recoveries.append(
+                        Recovery(
+                            recovery.cause,
+                            recovery.dropped_ns,
+                            recovery.connected_ns,
+                            recovery.attempts,
+                            first_record_ns=now,
+                        )
+                    )
+            producer.serve()
+        return None
+
     def _pump(
         self, ws: websocket.WebSocket, producer: StreamingProducer, capture: CaptureWriter | None
-    ) -> int:
+    ) -> Disconnect | None:
         # Everything the loop touches is bound to a local first: this runs per frame.
         recv = ws.recv_data
         handle = self.protocol.handle
@@ -176,18 +422,13 @@ class IngestWorker:
         clock_ns = self._clock_ns
         stopping = self._stop.is_set
         api = self.settings.api
-        ping_every_ns = int(self.settings.ping_interval_s * 1e9)
-        next_ping_ns = clock_ns() + ping_every_ns
-        pending = self.protocol.subscriptions.pending
-        announced = False
         unpolled = 0
         try:
             while not stopping():
                 opcode, data = recv()
-                now = clock_ns()
+                self._last_frame_ns = now = clock_ns()
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
-                    log.error("Kraken closed the connection: %r", data[:125])
-                    return 1
+                    return _closed(data)
                 if capture is not None:
                     capture.write(api, now, data)
                 for record in handle(data, now):
@@ -207,25 +448,99 @@ class IngestWorker:
                 if unpolled >= StreamingProducer.POLL_EVERY:
                     producer.serve()
                     unpolled = 0
-                if not announced and not pending:
-                    announced = True
-                    self._announce()
-                if now >= next_ping_ns:
-                    ws.ping()
-                    next_ping_ns = now + ping_every_ns
-                    producer.serve()
         except (OSError, websocket.WebSocketException) as exc:
-            if not stopping():
-                log.error("connection to %s lost: %s", self.url, exc)
-                return 1
-        log.info("stop requested: flushing and closing")
-        return 0
+            return self._lost(exc)
+        return None
 
-    def _announce(self) -> None:
+    def _announce(self, now_ns: int) -> None:
         subs = self.protocol.subscriptions
+        with self._watchdog_lock:
+            self.watchdog.watch({product for _, product in subs.active}, now_ns)
         log.info(
             "subscriptions settled: %d active, %d rejected", len(subs.active), len(subs.rejected)
         )
+
+    # --- monitor thread --------------------------------------------------------
+
+    def _monitor(self) -> None:
+        """Pings, the silence watchdog and stale products, off the read loop."""
+        settings = self.settings
+        tick_s = min(0.25, max(0.01, settings.watchdog_s / 10))
+        ping_every_ns = int(settings.ping_interval_s * 1e9)
+        next_ping_ns = self._clock_ns() + ping_every_ns
+        while not self._stop.wait(tick_s):
+            ws = self._ws
+            if ws is None:
+                continue
+            now = self._clock_ns()
+            quiet = self.watchdog.silent_for_s(self._last_frame_ns, now)
+            if quiet is not None and self._silence is None and self._ws is ws:
+                self._silence = silent(quiet)
+                log.warning("watchdog: %s; closing the socket", self._silence.cause)
+                self._abort()
+                continue
+            if now >= next_ping_ns:
+                next_ping_ns = now + ping_every_ns
+                with contextlib.suppress(OSError, websocket.WebSocketException):
+                    ws.ping()
+            with self._watchdog_lock:
+                stale = self.watchdog.stale(self.metrics.last_frame_ns, now)
+            for product in stale:
+                event = QualityEvent(
+                    source=settings.api,
+                    kind=QualityKind.STALE_PRODUCT,
+                    received_time_ns=now,
+                    detail=(
+                        f"{product.product}: no data for {product.silent_s:.1f} s"
+                        f" (threshold {product.threshold_s:g} s)"
+                    ),
+                    product=product.product,
+                    attributes={
+                        "silent_s": round(product.silent_s, 3),
+                        "threshold_s": product.threshold_s,
+                    },
+                )
+                self._send_from_monitor(event)
+
+    def _send_from_monitor(self, event: QualityEvent) -> None:
+        # librdkafka's produce is thread-safe; the counter is the monitor's own.
+        producer = self._producer
+        if producer is None:
+            return
+        producer.send(
+            self._topics[QualityEvent],
+            encode_record(event),
+            record_key(event),
+            timestamp=record_timestamp_ms(event),
+            on_delivery=self._on_delivery,
+        )
+        self.metrics.stale_events += 1
+        _log_quality(event)
+
+
+def parse_thresholds(items: list[str]) -> dict[str, float]:
+    """``["BTC/USD=300", "PF_XBTUSD=30"]`` → per-product stale thresholds in seconds."""
+    out = {}
+    for item in items:
+        product, _, seconds = item.rpartition("=")
+        try:
+            value = float(seconds)
+        except ValueError:
+            value = -1.0
+        if not product or not value > 0:
+            raise ValueError(
+                f"--stale-after-product: got {item!r}; expected PRODUCT=SECONDS with SECONDS > 0"
+            )
+        out[product] = value
+    return out
+
+
+def _closed(data: bytes) -> Disconnect:
+    """The server's close frame: a 2-byte code, then a UTF-8 reason (RFC 6455 §5.5.1)."""
+    if len(data) < 2:
+        return classify_close(None)
+    (code,) = struct.unpack("!H", data[:2])
+    return classify_close(code, data[2:].decode("utf-8", "replace"))
 
 
 def _log_quality(event: QualityEvent) -> None:

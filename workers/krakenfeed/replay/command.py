@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from typing import Final
 
@@ -37,6 +38,29 @@ REPLAY_OPTIONS: Final = (
         choices=("true", "false"),
         help="send the session's own exchange times instead of shifting them to now",
     ),
+    Option(
+        flag="--live",
+        default="false",
+        choices=("true", "false"),
+        help=(
+            "serve the session as one market every connection joins where it stands,"
+            " so a reconnecting client gets what comes next rather than a rerun"
+        ),
+    ),
+    Option(
+        flag="--faults",
+        help=(
+            "faults per connection in arrival order, e.g. 'drop@40 | refuse:429 |"
+            " close:1011@25+inject:malformed@5 | silence@10 | ok | drop@40*50';"
+            " faults: drop, close:CODE, silence[:S], inject:malformed|schema|alert|error,"
+            " skip:N, rate-limit:BURST, reject:PRODUCT, refuse:STATUS; @N fires after"
+            " N data frames"
+        ),
+    ),
+    Option(
+        flag="--heartbeat-interval-s",
+        help="seconds between heartbeats on both APIs instead of Kraken's (10 s futures, 1 s spot)",
+    ),
     Option(flag="--host", default="127.0.0.1", help="address to listen on"),
     Option(flag="--port", default="0", help="port to listen on; 0 picks a free one"),
 )
@@ -67,14 +91,29 @@ def _integer(flag: str, text: str, minimum: int) -> int:
     return value
 
 
+def _seconds(flag: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ValueError(f"{flag}: got {text!r}; expected a number of seconds > 0")
+    return value
+
+
 def _run(args: argparse.Namespace) -> int:
     from krakenfeed.replay.capture import read_capture
+    from krakenfeed.replay.faults import parse_script
     from krakenfeed.replay.server import ReplayServer
     from krakenfeed.replay.session import generate_session, merge_sessions, session_from_capture
 
     try:
         pace = parse_pace(args.pace)
         port = _integer("--port", args.port, 0)
+        faults = parse_script(args.faults) if args.faults else []
+        heartbeat_s = _seconds("--heartbeat-interval-s", args.heartbeat_interval_s)
         if args.capture:
             session = session_from_capture(read_capture(args.capture))
         else:
@@ -94,12 +133,23 @@ def _run(args: argparse.Namespace) -> int:
             session = merge_sessions(*parts)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"krakenfeed replay-server: {exc}") from None
+    if faults:
+        print(f"scripted faults for the first {len(faults)} connections", file=sys.stderr)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     keep_times = args.keep_times == "true"
-    server = ReplayServer(session, host=args.host, port=port, pace=pace, keep_times=keep_times)
+    server = ReplayServer(
+        session,
+        host=args.host,
+        port=port,
+        pace=pace,
+        keep_times=keep_times,
+        live=args.live == "true",
+        faults=faults,
+        heartbeat_interval_s=heartbeat_s,
+    )
     with server:
         print(f"futures {server.url('futures')}", flush=True)
         print(f"spot {server.url('spot')}", flush=True)

@@ -147,11 +147,18 @@ class SpotResponder(Responder):
 
     heartbeat_when_idle = True
 
-    def __init__(self, products: Set[str], connection_id: int, system: str = "online") -> None:
+    def __init__(
+        self,
+        products: Set[str],
+        connection_id: int,
+        system: str = "online",
+        burst: int = SPOT_REQUEST_BURST,
+    ) -> None:
         super().__init__(products)
         self.connection_id = connection_id
         self.system = system
-        self._allowance = float(SPOT_REQUEST_BURST)
+        self.burst = burst
+        self._allowance = float(burst)
         self._allowance_at_ns: int | None = None
 
     def banner(self) -> Payload:
@@ -226,7 +233,7 @@ class SpotResponder(Responder):
         """A token bucket, so a client that bursts its resubscriptions sees some refused."""
         if self._allowance_at_ns is not None:
             refill = (now_ns - self._allowance_at_ns) / 1e9 * SPOT_REQUESTS_PER_S
-            self._allowance = min(float(SPOT_REQUEST_BURST), self._allowance + refill)
+            self._allowance = min(float(self.burst), self._allowance + refill)
         self._allowance_at_ns = now_ns
         if self._allowance < 1:
             return False

@@ -7,12 +7,19 @@ server waiting on it rather than the other way round.
 
 Each connection replays the session from its own start: the session clock starts
 once the connection's subscribe requests have settled, and exchange times are
-shifted so that the session begins at the connection's first subscribe.
+shifted so that the session begins at the connection's first subscribe. With
+``live``, the session is instead one market that every connection joins where it
+stands, as Kraken's does: a reconnecting client gets what comes next, not a rerun.
+
+``faults`` scripts what goes wrong, connection by connection (``replay.faults``),
+and :meth:`ReplayServer.sent` tells a test exactly which data frames went out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import random
 import re
 import selectors
@@ -20,9 +27,11 @@ import socket
 import struct
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from http import HTTPStatus
 from typing import Final
 
 import msgspec
@@ -31,7 +40,21 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessa
 from wsproto.utilities import ProtocolError, generate_accept_token
 
 from krakenfeed.contracts import Source
+from krakenfeed.replay.faults import (
+    Close,
+    Drop,
+    Fault,
+    Inject,
+    RateLimit,
+    Refuse,
+    Reject,
+    Script,
+    Silence,
+    Skip,
+    Triggered,
+)
 from krakenfeed.replay.protocol import (
+    SPOT_REQUEST_BURST,
     SPOT_SYSTEM_STATES,
     FuturesResponder,
     Reply,
@@ -227,6 +250,24 @@ class _Connection:
         self.writing = False
         self.last_sent = now
         self.next_heartbeat: float | None = None
+        self.faults: tuple[Fault, ...] = ()
+        self.triggers: list[Triggered] = []
+        """Faults still to fire, by the count of data frames sent before them."""
+        self.sent = 0
+        """Session data frames sent on this connection."""
+        self.silent_until: float | None = None
+        self.dropping = False
+        """End the TCP connection without a close frame once ``out`` is written."""
+        self.range: _SentRange | None = None
+
+
+@dataclass(slots=True)
+class _SentRange:
+    """Session frames [start, end) went out to a connection subscribed to ``streams``."""
+
+    start: int
+    end: int
+    streams: bytes
 
 
 class ReplayServer:
@@ -251,6 +292,8 @@ class ReplayServer:
         heartbeat_interval_s: float | None = None,
         settle_s: float = 0.05,
         spot_system: str = "online",
+        live: bool = False,
+        faults: Script = (),
     ) -> None:
         if pace is not None and not pace > 0:
             raise ValueError(f"pace must be positive or None (as fast as possible), got {pace}")
@@ -291,12 +334,41 @@ class ReplayServer:
         self._thread: threading.Thread | None = None
         self._finished = 0
         self._rng = random.Random()
+        self._live = live
+        self._script = [tuple(faults) for faults in faults]
+        self._accepted = 0
+        self._offsets = {api: [f.offset_ns for f in frames] for api, frames in self._frames.items()}
+        self._market_cursor: dict[Source, int] = {}
+        self._market_start: dict[Source, float] = {}
+        self._sent: dict[Source, list[_SentRange | Payload]] = {api: [] for api in PATHS}
 
     # --- public ----------------------------------------------------------------
 
     def url(self, api: Source) -> str:
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
         return f"ws://{host}:{self.port}{PATHS[api]}"
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted so far, refused upgrades included."""
+        return self._accepted
+
+    def sent(self, api: Source) -> list[Payload]:
+        """Every valid data payload sent so far on ``api``, connection after connection:
+        the session's ticker and trade frames (injected and verbatim frames excluded)
+        and the snapshots sent on subscribe. Session frames carry the session's own
+        exchange times; snapshots carry the times they were sent with."""
+        frames = self.session.frames.get(api, ())
+        wire = self._frames[api]
+        out: list[Payload] = []
+        for entry in list(self._sent[api]):
+            if not isinstance(entry, _SentRange):
+                out.append(entry)
+                continue
+            for index in range(entry.start, entry.end):
+                if entry.streams[wire[index].stream] and frames[index].verbatim is None:
+                    out.append(frames[index].payload)
+        return out
 
     @property
     def finished_streams(self) -> int:
@@ -382,6 +454,10 @@ class ReplayServer:
         for conn in self._connections.values():
             if conn.closing:
                 continue
+            if conn.silent_until is not None:
+                if math.isfinite(conn.silent_until):
+                    wake.append(conn.silent_until)
+                continue
             if conn.settle_until is not None and conn.clock_start is None:
                 wake.append(conn.settle_until)
             if conn.next_heartbeat is not None:
@@ -406,6 +482,13 @@ class ReplayServer:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Connection(sock, time.monotonic())
+            if self._accepted < len(self._script):
+                conn.faults = self._script[self._accepted]
+            self._accepted += 1
+            conn.triggers = sorted(
+                (f for f in conn.faults if isinstance(f, Drop | Close | Silence | Inject | Skip)),
+                key=lambda fault: fault.after,
+            )
             self._connections[sock] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
@@ -444,6 +527,17 @@ class ReplayServer:
                 conn.out += _http_response("431 Request Header Fields Too Large")
                 conn.closing = True
             return
+        refuse = next((f for f in conn.faults if isinstance(f, Refuse)), None)
+        if refuse is not None:
+            try:
+                phrase = HTTPStatus(refuse.status).phrase
+            except ValueError:
+                phrase = "Refused"
+            conn.out += _http_response(
+                f"{refuse.status} {phrase}", "Content-Length: 0", "Connection: close"
+            )
+            conn.closing = True
+            return
         response, api = _upgrade(bytes(conn.head[:end]))
         conn.out += response
         if api is None:
@@ -470,13 +564,17 @@ class ReplayServer:
                 conn.closing = True
 
     def _open(self, conn: _Connection, api: Source) -> None:
-        products = self._products[api]
+        rejected = {f.product for f in conn.faults if isinstance(f, Reject)}
+        products = self._products[api] - rejected
+        burst = min(
+            (f.burst for f in conn.faults if isinstance(f, RateLimit)), default=SPOT_REQUEST_BURST
+        )
         responder: Responder
         if api == "futures":
             responder = FuturesResponder(products)
         else:
             connection_id = (1 << 63) + self._rng.randrange(1, 1 << 63)
-            responder = SpotResponder(products, connection_id, self._spot_system)
+            responder = SpotResponder(products, connection_id, self._spot_system, burst)
         conn.api = api
         conn.responder = responder
         conn.frames = self._frames[api]
@@ -513,6 +611,8 @@ class ReplayServer:
             if not self._keep_times:
                 delta_ms = (time.time_ns() - self.session.start_ns) // 1_000_000
             conn.shift = _ShiftedTimes(delta_ms)
+            if self._live:
+                conn.cursor = self._market_position(conn.api, now)
         if conn.clock_start is None:
             conn.settle_until = now + self._settle_s
         streams = self._streams[conn.api]
@@ -521,6 +621,16 @@ class ReplayServer:
             index = streams.get(key)
             if index is not None:
                 conn.streams[index] = 1
+
+    def _market_position(self, api: Source, now: float) -> int:
+        """Where the shared market stands: past every frame sent to anyone and, when
+        paced, past every frame whose time has come while nobody was listening."""
+        cursor = self._market_cursor.get(api, 0)
+        start = self._market_start.get(api)
+        if self._pace is not None and start is not None:
+            horizon = int((now - start) * self._pace * 1e9)
+            cursor = max(cursor, bisect_right(self._offsets[api], horizon))
+        return cursor
 
     def _perform(self, conn: _Connection, step: Step) -> None:
         if isinstance(step, Reply):
@@ -533,7 +643,9 @@ class ReplayServer:
         else:
             snapshot = self.session.ticker_snapshot(conn.api, step.product, conn.cursor)
         if snapshot is not None:
-            self._queue(conn, shift_times(conn.api, snapshot, conn.shift.delta_ms))
+            payload = shift_times(conn.api, snapshot, conn.shift.delta_ms)
+            self._queue(conn, payload)
+            self._sent[conn.api].append(payload)
 
     def _queue(self, conn: _Connection, payload: Payload) -> None:
         conn.out += _text_frame(msgspec.json.encode(payload))
@@ -550,14 +662,23 @@ class ReplayServer:
 
     def _pump(self, conn: _Connection, now: float) -> None:
         stopping = self._stopping.is_set()
+        if conn.silent_until is not None:
+            if now < conn.silent_until:
+                return
+            conn.silent_until = None
+            conn.next_heartbeat = None if conn.next_heartbeat is None else now
         if conn.responder is not None and not stopping and not conn.closing:
             self._heartbeat(conn, conn.responder, now)
             settled = conn.settle_until is not None and now >= conn.settle_until
             if conn.clock_start is None and settled:
                 conn.clock_start = now
+                if self._live and conn.api is not None:
+                    conn.clock_start = self._market_start.setdefault(conn.api, now)
         while True:
             if conn.clock_start is not None and not stopping and not conn.closing:
                 self._fill(conn, now)
+                if conn.silent_until is not None:
+                    break
             if not conn.out or not self._send(conn):
                 break
         if (
@@ -583,6 +704,76 @@ class ReplayServer:
 
     def _fill(self, conn: _Connection, now: float) -> None:
         """Append the frames that are due, up to one batch."""
+        start = conn.cursor
+        if conn.triggers:
+            self._fill_scripted(conn, now)
+        else:
+            self._fill_clean(conn, now)
+        self._log(conn, start, conn.cursor)
+
+    def _log(self, conn: _Connection, start: int, end: int) -> None:
+        if end <= start or conn.api is None:
+            return
+        if self._live:
+            self._market_cursor[conn.api] = max(self._market_cursor.get(conn.api, 0), end)
+        last = conn.range
+        if last is not None and last.end == start and last.streams == conn.streams:
+            last.end = end
+            return
+        conn.range = _SentRange(start, end, bytes(conn.streams))
+        self._sent[conn.api].append(conn.range)
+
+    def _fill_scripted(self, conn: _Connection, now: float) -> None:
+        """As :meth:`_fill_clean`, counting frames and firing each fault on its frame."""
+        assert conn.clock_start is not None and conn.shift is not None
+        frames, end, streams, out = conn.frames, len(conn.frames), conn.streams, conn.out
+        horizon = _MAX_PACE_HORIZON
+        if self._pace is not None:
+            horizon = int((now - conn.clock_start) * self._pace * 1e9)
+        start = index = conn.cursor
+        while len(out) < _BATCH_BYTES:
+            if conn.triggers and conn.sent >= conn.triggers[0].after:
+                conn.cursor = index
+                self._log(conn, start, index)
+                self._fire(conn, conn.triggers.pop(0), now)
+                if conn.closing or conn.silent_until is not None:
+                    return
+                start = index = conn.cursor
+                continue
+            if index >= end or frames[index].offset_ns > horizon:
+                break
+            frame = frames[index]
+            if streams[frame.stream]:
+                conn.shift.write(out, frame)
+                conn.sent += 1
+                conn.last_sent = now
+            index += 1
+        conn.cursor = index
+        self._log(conn, start, index)
+
+    def _fire(self, conn: _Connection, fault: Triggered, now: float) -> None:
+        assert conn.api is not None and conn.responder is not None
+        match fault:
+            case Drop():
+                conn.dropping = conn.closing = True
+            case Close(code=code, reason=reason):
+                if conn.ws is not None and conn.ws.state is ConnectionState.OPEN:
+                    conn.out += conn.ws.send(CloseConnection(code=code, reason=reason))
+                conn.closing = True
+            case Silence(seconds=seconds):
+                conn.silent_until = math.inf if seconds is None else now + seconds
+            case Inject():
+                subscribed = sorted(p for _, p in conn.responder.subscriptions)
+                product = subscribed[0] if subscribed else min(self._products[conn.api])
+                conn.out += _text_frame(fault.frame(conn.api, product).encode())
+            case Skip(count=count):
+                frames, streams, index, skipped = conn.frames, conn.streams, conn.cursor, 0
+                while index < len(frames) and skipped < count:
+                    skipped += streams[frames[index].stream]
+                    index += 1
+                conn.cursor = index
+
+    def _fill_clean(self, conn: _Connection, now: float) -> None:
         frames = conn.frames
         end = len(frames)
         index = conn.cursor
@@ -642,4 +833,12 @@ class ReplayServer:
             return
         if self._selector is not None:
             self._selector.unregister(conn.sock)
+        if conn.dropping:
+            # A FIN after everything written, never a reset: read what the client
+            # sent first, since closing over unread bytes makes the kernel send RST
+            # and the client may then lose frames it has not read yet.
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_WR)
+                while conn.sock.recv(_RECV_BYTES):
+                    pass
         conn.sock.close()

@@ -68,7 +68,7 @@ def unreachable(detail: str) -> Disconnect:
 
 
 def silent(seconds: float) -> Disconnect:
-    return Disconnect(f"silent for {seconds:.1f} s: no frame, not even a heartbeat", False)
+    return Disconnect(f"silent for {seconds:.3f} s: no frame, not even a heartbeat", False)
 
 
 @dataclass(frozen=True)

@@ -664,6 +664,8 @@ class ReplayServer:
         stopping = self._stopping.is_set()
         if conn.silent_until is not None:
             if now < conn.silent_until:
+                if conn.out:
+                    self._send(conn)  # what was written before the silence began
                 return
             conn.silent_until = None
             conn.next_heartbeat = None if conn.next_heartbeat is None else now
@@ -675,10 +677,9 @@ class ReplayServer:
                 if self._live and conn.api is not None:
                     conn.clock_start = self._market_start.setdefault(conn.api, now)
         while True:
-            if conn.clock_start is not None and not stopping and not conn.closing:
+            silent = conn.silent_until is not None
+            if conn.clock_start is not None and not stopping and not conn.closing and not silent:
                 self._fill(conn, now)
-                if conn.silent_until is not None:
-                    break
             if not conn.out or not self._send(conn):
                 break
         if (
@@ -704,12 +705,12 @@ class ReplayServer:
 
     def _fill(self, conn: _Connection, now: float) -> None:
         """Append the frames that are due, up to one batch."""
-        start = conn.cursor
         if conn.triggers:
             self._fill_scripted(conn, now)
         else:
+            start = conn.cursor
             self._fill_clean(conn, now)
-        self._log(conn, start, conn.cursor)
+            self._log(conn, start, conn.cursor)
 
     def _log(self, conn: _Connection, start: int, end: int) -> None:
         if end <= start or conn.api is None:

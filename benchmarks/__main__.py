@@ -3,6 +3,7 @@ import sys
 from benchmarks import (  # noqa: F401  (each module registers its benchmark)
     detector_throughput,
     ingest_throughput,
+    reconnect_recovery,
     slice_throughput,
 )
 from benchmarks.nab import run as nab  # noqa: F401

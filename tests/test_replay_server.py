@@ -742,3 +742,53 @@ def test_records_become_the_frames_ingest_turns_back_into_the_same_records() -> 
         == expected
     )
     assert len(spot_tickers) == sum(1 for r in records if r.exchange_time_ms is None)
+
+
+def test_the_command_plays_a_fault_script_connection_by_connection(connect: Connect) -> None:
+    script = "refuse:429 | inject:malformed@0 + close:1011@3 | drop@2 | silence:30@1"
+    with _replay_command(
+        "--generate-products", "PF_XBTUSD", "--generate-count", "50", "--live", "true",
+        "--faults", script, "--heartbeat-interval-s", "0.1",
+        env={"KRAKENFEED_KEEP_TIMES": "true"},
+    ) as process:  # fmt: skip
+        url = _urls(process)["futures"]
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            connect(url)
+        assert refused.value.status_code == 429
+
+        def subscribed() -> websocket.WebSocket:
+            client = connect(url)
+            receive(client)  # info
+            send(client, futures_subscribe("ticker", "PF_XBTUSD"))
+            return client
+
+        client = subscribed()
+        frames = []
+        while True:
+            opcode, data = client.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                break
+            frames.append(data.decode())
+        assert int.from_bytes(data[:2], "big") == 1011
+        assert '{"feed":"ticker","product_id":"PF_XBTUSD","bid":644' in frames
+        assert len([f for f in frames if f.startswith('{"time"')]) == 3
+        client.close()
+
+        client = subscribed()
+        with pytest.raises(websocket.WebSocketConnectionClosedException):
+            while True:
+                client.recv_data()
+
+        client = subscribed()
+        received = receive_until(client, lambda got: len(data_frames(got)) == 1)
+        assert nothing_arrives(client, within=0.5), "silence: not even a heartbeat"
+        assert [f["time"] for f in data_frames(received)], "the live market moved on"
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_the_command_refuses_a_bad_fault_script() -> None:
+    with _replay_command(env={"KRAKENFEED_FAULTS": "drop@soon"}) as process:
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode != 0
+    assert "@ in 'drop@soon'" in stderr

@@ -422,6 +422,33 @@ def test_a_session_with_every_fault_still_delivers_everything_exactly_once(
     assert outcome.of_kind(QualityKind.SEQUENCE_GAP)
 
 
+def test_a_spot_session_with_several_faults_still_delivers_everything_exactly_once(
+    kafka: Kafka, feed: FeedId
+) -> None:
+    faults: list[list[Fault]] = [
+        [Inject("malformed", 8), Drop(after=30)],
+        [RateLimit(burst=1), Close(1011, after=40)],
+        [Refuse(503)],
+        [Reject("ETH/USD"), Inject("schema", 5), Silence(after=20)],
+    ]
+    with serving(_session("spot", count=150, seed=6), faults) as server:
+        worker = IngestWorker(_settings(kafka, feed, "spot", server.url("spot"), watchdog_s=1.0))
+        outcome = replay_until_done(
+            kafka, feed, server, worker, dead_letters=2, until=lambda: worker.connections == 4
+        )
+    causes = _causes(outcome)
+    assert ["dropped without" in causes[0], "closed with 1011" in causes[1]] == [True, True]
+    assert causes[2].startswith("silent for ")
+    assert outcome.of_kind(QualityKind.RECONNECT)[1].attributes["attempts"] == 2
+    assert sorted(letter.reason for letter in outcome.dlq) == [
+        DeadLetterReason.MALFORMED_JSON,
+        DeadLetterReason.SCHEMA_MISMATCH,
+    ]
+    assert [e.detail for e in outcome.of_kind(QualityKind.PROTOCOL_ERROR)] == ["Exceeded msg rate"]
+    assert {e.product for e in outcome.of_kind(QualityKind.SUBSCRIPTION_REJECTED)} == {"ETH/USD"}
+    assert worker.metrics.duplicates > 0
+
+
 # --- terminal ------------------------------------------------------------------
 
 

@@ -299,15 +299,17 @@ class IngestWorker:
 
     def _produce(self, producer: StreamingProducer, record: Any) -> None:
         """The slow path's produce, for records outside the read loop."""
-        kind = type(record)
+        self._send(producer, record)
+        self.metrics.produced[type(record).__name__] += 1
+
+    def _send(self, producer: StreamingProducer, record: Any) -> None:
         producer.send(
-            self._topics[kind],
+            self._topics[type(record)],
             encode_record(record),
             record_key(record),
             timestamp=record_timestamp_ms(record),
             on_delivery=self._on_delivery,
         )
-        self.metrics.produced[kind.__name__] += 1
 
     def _serve(
         self,
@@ -507,13 +509,7 @@ class IngestWorker:
         producer = self._producer
         if producer is None:
             return
-        producer.send(
-            self._topics[QualityEvent],
-            encode_record(event),
-            record_key(event),
-            timestamp=record_timestamp_ms(event),
-            on_delivery=self._on_delivery,
-        )
+        self._send(producer, event)
         self.metrics.stale_events += 1
         _log_quality(event)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from krakenfeed.contracts import (
     DeadLetter,
@@ -196,23 +198,19 @@ def replay_until_done(
             f" {dead_letters} dead letters; have {produced}",
         )
     assert exit_code == [0]
-    trades = [
-        decode_record(m.value(), Trade)
-        for m in read_topic(kafka.bootstrap, topic(feed, Stream.TRADE), expected.trades.total())
-    ]
-    tickers = [
-        decode_record(m.value(), Ticker)
-        for m in read_topic(kafka.bootstrap, topic(feed, Stream.TICKER), expected.tickers.total())
-    ]
-    dlq = [
-        decode_record(m.value(), DeadLetter)
-        for m in read_topic(kafka.bootstrap, topic(feed, Stream.DLQ), dead_letters)
-    ]
     events = produced["QualityEvent"] + worker.metrics.stale_events
-    quality_records = [
-        decode_record(m.value(), QualityEvent)
-        for m in read_topic(kafka.bootstrap, topic(feed, Stream.QUALITY), events)
-    ]
+    counts = {
+        Stream.TRADE: expected.trades.total(),
+        Stream.TICKER: expected.tickers.total(),
+        Stream.DLQ: dead_letters,
+        Stream.QUALITY: events,
+    }
+    read = read_topics(kafka.bootstrap, {topic(feed, s): n for s, n in counts.items()})
+    messages = {stream: read[topic(feed, stream)] for stream in counts}
+    trades = [decode_record(m.value(), Trade) for m in messages[Stream.TRADE]]
+    tickers = [decode_record(m.value(), Ticker) for m in messages[Stream.TICKER]]
+    dlq = [decode_record(m.value(), DeadLetter) for m in messages[Stream.DLQ]]
+    quality_records = [decode_record(m.value(), QualityEvent) for m in messages[Stream.QUALITY]]
     outcome = Outcome(expected, trades, tickers, dlq, quality_records)
     assert Counter(_identity(api, t) for t in trades) == expected.trades, "every trade exactly once"
     assert Counter(_identity(api, t) for t in tickers) == expected.tickers, (
@@ -230,6 +228,38 @@ def replay_until_done(
     )
     assert gaps == sorted(expected.gaps)
     return outcome
+
+
+def read_topics(
+    bootstrap: str, counts: dict[str, int], timeout: float = 30.0
+) -> dict[str, list[Message]]:
+    """Exactly ``counts[topic]`` messages from partition 0 of each topic, read by one
+    consumer, so that the look for extra (duplicate) messages is paid once."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "krakenfeed-test-reader",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.assign([TopicPartition(name, 0, OFFSET_BEGINNING) for name in counts])
+    got: dict[str, list[Message]] = {name: [] for name in counts}
+    deadline = time.monotonic() + timeout
+    try:
+        missing = sum(counts.values())
+        while missing > 0 and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=missing, timeout=0.5):
+                if message.error() is None:
+                    got[message.topic()].append(message)
+                    missing -= 1
+        for message in consumer.consume(num_messages=100, timeout=0.5):
+            if message.error() is None:
+                got[message.topic()].append(message)
+    finally:
+        consumer.close()
+    assert {n: len(m) for n, m in got.items()} == counts, "exactly these many per topic"
+    return got
 
 
 def _causes(outcome: Outcome) -> list[str]:

@@ -4,6 +4,10 @@ is always passed in, so nothing here sleeps."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import msgspec
 import pytest
 
@@ -20,6 +24,7 @@ from krakenfeed.ingest.resilience import (
     dropped,
 )
 from krakenfeed.ingest.subscriptions import PacingPolicy, Subscriptions
+from krakenfeed.ingest.worker import parse_thresholds
 from krakenfeed.replay.faults import (
     Close,
     Drop,
@@ -312,3 +317,54 @@ def test_a_fault_script_reads_the_same_from_text_as_from_objects() -> None:
 def test_a_bad_fault_script_names_the_piece_that_is_wrong(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_script(text)
+
+
+# --- flags ---------------------------------------------------------------------
+
+
+def test_per_product_stale_thresholds_parse_and_a_bad_one_is_named() -> None:
+    assert parse_thresholds(["BTC/USD=300", "PF_XBTUSD=2.5"]) == {
+        "BTC/USD": 300.0,
+        "PF_XBTUSD": 2.5,
+    }
+    for bad in ("BTC/USD", "BTC/USD=soon", "=5", "PF_XBTUSD=0"):
+        with pytest.raises(ValueError, match=f"got '{re.escape(bad)}'; expected PRODUCT=SECONDS"):
+            parse_thresholds([bad])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--stale-after-product", "PF_XBTUSD=soon"],
+            "--stale-after-product: got 'PF_XBTUSD=soon'",
+        ),
+        (["--backoff-base-s", "5", "--backoff-cap-s", "1"], "need 0 <= base_s <= cap_s"),
+    ],
+)
+def test_the_ingest_command_refuses_bad_resilience_flags_before_connecting(
+    flags: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "krakenfeed",
+            "ingest",
+            "--feed",
+            "f",
+            "--api",
+            "futures",
+            "--products",
+            "PF_XBTUSD",
+            "--broker",
+            "127.0.0.1:1",
+            *flags,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr

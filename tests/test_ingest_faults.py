@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
@@ -42,6 +43,7 @@ from krakenfeed.replay.faults import (
     Drop,
     Fault,
     Inject,
+    Mute,
     RateLimit,
     Refuse,
     Reject,
@@ -374,6 +376,28 @@ def test_exceeded_msg_rate_on_a_resubscribe_burst_is_retried_slower(
     assert limited.attributes["retry"] == "trade:BTC/USD trade:ETH/USD"
     assert subscriptions.active == {(c, p) for c in ("ticker", "trade") for p in SPOT}
     assert subscriptions.requests_per_s < worker.protocol.requests_per_s
+
+
+def test_a_subscription_lost_without_an_answer_is_sent_again_and_only_it(
+    kafka: Kafka, feed: FeedId
+) -> None:
+    faults: list[list[Fault]] = [[Drop(after=20)], [Mute("trade")]]
+    with serving(_session("futures", count=50), faults, pace=20.0) as server:
+        worker = IngestWorker(
+            _settings(kafka, feed, "futures", server.url("futures"), ack_timeout_s=0.5)
+        )
+        subscriptions = worker.protocol.subscriptions
+        replay_until_done(kafka, feed, server, worker, until=lambda: subscriptions.settled)
+        requests = [msgspec.json.decode(text) for text in server.requests(1)]
+    asked = Counter((r["feed"], p) for r in requests for p in r.get("product_ids", ["-"]))
+    # The ticker was acked and never asked for again; each trade product twice.
+    assert asked == {
+        ("heartbeat", "-"): 1,
+        **{("ticker", p): 1 for p in FUTURES},
+        **{("trade", p): 2 for p in FUTURES},
+    }
+    assert subscriptions.retries == len(FUTURES)
+    assert subscriptions.active == {(c, p) for c in ("ticker", "trade") for p in FUTURES}
 
 
 def test_a_product_rejected_after_a_reconnect_is_reported_and_the_rest_flows(

@@ -29,6 +29,7 @@ from krakenfeed.replay.faults import (
     Close,
     Drop,
     Inject,
+    Mute,
     RateLimit,
     Refuse,
     Reject,
@@ -290,7 +291,7 @@ def test_a_resent_spot_ticker_snapshot_is_known_by_its_content() -> None:
 def test_a_fault_script_reads_the_same_from_text_as_from_objects() -> None:
     text = (
         "drop@40 | refuse:429 | close:1011@25 + inject:malformed@5 | silence:1.5@10"
-        " | ok | skip:30@2 + rate-limit:1 + reject:BTC/USD | close:1001*2"
+        " | ok | skip:30@2 + rate-limit:1 + reject:BTC/USD + mute:trade | close:1001*2"
     )
     assert parse_script(text) == [
         (Drop(40),),
@@ -298,7 +299,7 @@ def test_a_fault_script_reads_the_same_from_text_as_from_objects() -> None:
         (Close(1011, 25), Inject("malformed", 5)),
         (Silence(10, 1.5),),
         (),
-        (Skip(30, 2), RateLimit(1), Reject("BTC/USD")),
+        (Skip(30, 2), RateLimit(1), Reject("BTC/USD"), Mute("trade")),
         (Close(1001),),
         (Close(1001),),
     ]

@@ -62,6 +62,7 @@ from krakenfeed.ingest.resilience import (
     silent,
     unreachable,
 )
+from krakenfeed.ingest.subscriptions import PacingPolicy
 from krakenfeed.kafka import StreamingProducer, contract_topics, make_application
 from krakenfeed.replay.capture import CaptureWriter
 
@@ -97,6 +98,8 @@ class IngestSettings:
     stale_after_s: float = 120.0
     stale_after_product: dict[str, float] = field(default_factory=dict)
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    ack_timeout_s: float = 5.0
+    """A subscribe request unanswered this long is sent again."""
 
 
 @dataclass(frozen=True)
@@ -120,11 +123,13 @@ class IngestWorker:
     ) -> None:
         self.settings = settings
         self.metrics = IngestMetrics()
-        self.protocol = _PROTOCOLS[settings.api](
+        protocol = _PROTOCOLS[settings.api]
+        self.protocol = protocol(
             settings.products,
             settings.channels,
             ValidationSettings(max_clock_skew_ms=settings.max_clock_skew_ms),
             self.metrics,
+            PacingPolicy(protocol.requests_per_s, ack_timeout_s=settings.ack_timeout_s),
         )
         self.url = settings.url or self.protocol.default_url
         self._clock_ns = clock_ns

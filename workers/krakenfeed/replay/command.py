@@ -53,7 +53,8 @@ REPLAY_OPTIONS: Final = (
             "faults per connection in arrival order, e.g. 'drop@40 | refuse:429 |"
             " close:1011@25+inject:malformed@5 | silence@10 | ok | drop@40*50';"
             " faults: drop, close:CODE, silence[:S], inject:malformed|schema|alert|error,"
-            " skip:N, rate-limit:BURST, reject:PRODUCT, refuse:STATUS; @N fires after"
+            " skip:N, rate-limit:BURST, reject:PRODUCT, refuse:STATUS, mute:CHANNEL;"
+            " @N fires after"
             " N data frames"
         ),
     ),

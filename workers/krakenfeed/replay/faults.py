@@ -23,6 +23,7 @@ is a clean connection and ``X*N`` repeats connection ``X`` N times. Each fault i
 ``rate-limit:BURST``   answer ``Exceeded msg rate`` past a burst of BURST requests
                        (spot; Kraken documents no futures wording)
 ``reject:PRODUCT``     refuse PRODUCT as Kraken refuses an unknown one
+``mute:CHANNEL``       leave the first subscribe request for CHANNEL unanswered
 ``refuse:STATUS``      answer the upgrade with HTTP STATUS (429, 503, 403…)
 =====================  ==========================================================
 """
@@ -95,7 +96,14 @@ class Refuse:
     status: int
 
 
-Fault = Drop | Close | Silence | Inject | Skip | RateLimit | Reject | Refuse
+@dataclass(frozen=True)
+class Mute:
+    """A subscription lost without a word: no ack, no error, no data."""
+
+    channel: str
+
+
+Fault = Drop | Close | Silence | Inject | Skip | RateLimit | Reject | Refuse | Mute
 Triggered = Drop | Close | Silence | Inject | Skip
 """Faults that fire at a point of the stream."""
 Script = Sequence[Sequence[Fault]]
@@ -141,7 +149,7 @@ def _fault(text: str) -> Fault:
     spec, _, after_text = text.partition("@")
     name, _, arg = spec.partition(":")
     after = _number(after_text, f"@ in {text!r}", int, 0) if after_text else 0
-    if name in ("rate-limit", "reject", "refuse") and after_text:
+    if name in ("rate-limit", "reject", "refuse", "mute") and after_text:
         raise ValueError(f"fault {text!r}: {name} applies to the whole connection; drop '@'")
     match name:
         case "drop":
@@ -165,9 +173,13 @@ def _fault(text: str) -> Fault:
             return Reject(arg)
         case "refuse":
             return Refuse(_number(arg, f"HTTP status in {text!r}", int, 100))
+        case "mute":
+            if arg not in ("ticker", "trade"):
+                raise ValueError(f"fault {text!r}: mute ticker or trade")
+            return Mute(arg)
     raise ValueError(
         f"unknown fault {text!r}; known: drop, close, silence, inject, skip, rate-limit,"
-        " reject, refuse"
+        " reject, refuse, mute"
     )
 
 

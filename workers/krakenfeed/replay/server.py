@@ -45,6 +45,7 @@ from krakenfeed.replay.faults import (
     Drop,
     Fault,
     Inject,
+    Mute,
     RateLimit,
     Refuse,
     Reject,
@@ -189,6 +190,19 @@ def _prepare(api: Source, frame: SessionFrame, stream: int, cut_times: bool) -> 
     return _WireFrame(stream, frame.offset_ns, header + payload, tuple(slots), tuple(pieces))
 
 
+def _requested_channel(text: str) -> str | None:
+    """The channel a subscribe request names, on either API; None for anything else."""
+    try:
+        request = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(request, dict):
+        return None
+    params = request.get("params")
+    channel = params.get("channel") if isinstance(params, dict) else request.get("feed")
+    return channel if isinstance(channel, str) else None
+
+
 class _ShiftedTimes:
     """Exchange times moved by one connection's delta, as wire text."""
 
@@ -259,6 +273,9 @@ class _Connection:
         self.dropping = False
         """End the TCP connection without a close frame once ``out`` is written."""
         self.range: _SentRange | None = None
+        self.muted: set[str] = set()
+        """Channels whose next subscribe request goes unanswered."""
+        self.requests: list[str] = []
 
 
 @dataclass(slots=True)
@@ -341,12 +358,17 @@ class ReplayServer:
         self._market_cursor: dict[Source, int] = {}
         self._market_start: dict[Source, float] = {}
         self._sent: dict[Source, list[_SentRange | Payload]] = {api: [] for api in PATHS}
+        self._requests: list[list[str]] = []
 
     # --- public ----------------------------------------------------------------
 
     def url(self, api: Source) -> str:
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
         return f"ws://{host}:{self.port}{PATHS[api]}"
+
+    def requests(self, connection: int) -> list[str]:
+        """The requests the ``connection``-th connection (from 0) sent, as text."""
+        return list(self._requests[connection])
 
     @property
     def connections(self) -> int:
@@ -485,6 +507,8 @@ class ReplayServer:
             if self._accepted < len(self._script):
                 conn.faults = self._script[self._accepted]
             self._accepted += 1
+            conn.muted = {f.channel for f in conn.faults if isinstance(f, Mute)}
+            self._requests.append(conn.requests)
             conn.triggers = sorted(
                 (f for f in conn.faults if isinstance(f, Drop | Close | Silence | Inject | Skip)),
                 key=lambda fault: fault.after,
@@ -590,6 +614,12 @@ class ReplayServer:
 
     def _request(self, conn: _Connection, text: str) -> None:
         assert conn.responder is not None and conn.api is not None
+        conn.requests.append(text)
+        if conn.muted:
+            channel = _requested_channel(text)
+            if channel in conn.muted:
+                conn.muted.discard(channel)
+                return
         now = time.monotonic()
         time_in_ns = time.time_ns()
         before = set(conn.responder.subscriptions)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -339,6 +340,26 @@ def test_a_quiet_product_is_reported_stale_and_never_causes_a_reconnect(
     assert [event.product for event in stale] == ["PI_XBTUSD"]
     assert stale[0].attributes["threshold_s"] == 1.0
     assert worker.connections == server.connections == 1, "no reconnect while heartbeats flow"
+
+
+def test_a_wall_clock_step_is_not_taken_for_a_silent_socket(kafka: Kafka, feed: FeedId) -> None:
+    # The watchdog reads a monotonic clock: the wall clock jumping an hour ahead
+    # while only heartbeats flow (an NTP step, a resumed VM) is no hour of silence.
+    step_ns = [0]
+    with serving(_session("futures", count=10), [], heartbeat_interval_s=0.5) as server:
+        worker = IngestWorker(
+            _settings(kafka, feed, "futures", server.url("futures"), watchdog_s=1.0),
+            clock_ns=lambda: time.time_ns() + step_ns[0],
+        )
+        jump = threading.Timer(0.8, lambda: step_ns.__setitem__(0, 3600 * 10**9))
+        jump.start()
+        done_at = time.monotonic() + 2.5
+        try:
+            replay_until_done(kafka, feed, server, worker, until=lambda: time.monotonic() > done_at)
+        finally:
+            jump.cancel()
+    assert step_ns[0], "the wall clock stepped during the run"
+    assert worker.connections == server.connections == 1
 
 
 def test_bad_frames_go_to_the_dlq_with_their_reason_and_alerts_to_quality(

@@ -11,7 +11,9 @@ only carried out here:
   timeout until every product is acked or refused; then read blocking, since a
   socket timeout costs a poll() before every recv();
 - a monitor thread pings, closes a socket that has been silent beyond the
-  watchdog (which wakes the blocked read) and reports stale products.
+  watchdog (which wakes the blocked read) and reports stale products. It watches
+  the loop's latest frame time change on a monotonic clock, so the loop pays one
+  attribute store per frame and a wall-clock step never fakes a silence.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ class IngestWorker:
         settings: IngestSettings,
         clock_ns: Callable[[], int] = time.time_ns,
         rng: Callable[[], float] = random.random,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self.settings = settings
         self.metrics = IngestMetrics()
@@ -133,6 +136,9 @@ class IngestWorker:
         )
         self.url = settings.url or self.protocol.default_url
         self._clock_ns = clock_ns
+        """Receive times, as recorded; the watchdog and pings use ``monotonic_ns``,
+        so that a step of the wall clock never looks like a silent socket."""
+        self._monotonic_ns = monotonic_ns
         self._rng = rng
         self.watchdog = Watchdog(
             settings.watchdog_s, settings.stale_after_s, dict(settings.stale_after_product)
@@ -474,22 +480,30 @@ class IngestWorker:
         settings = self.settings
         tick_s = min(0.25, max(0.01, settings.watchdog_s / 10))
         ping_every_ns = int(settings.ping_interval_s * 1e9)
-        next_ping_ns = self._clock_ns() + ping_every_ns
+        monotonic_ns = self._monotonic_ns
+        next_ping_ns = monotonic_ns() + ping_every_ns
+        watched: websocket.WebSocket | None = None
+        seen_frame_ns = 0
+        alive_ns = 0
+        """When the monitor last saw the read loop's frame time move (monotonic)."""
         while not self._stop.wait(tick_s):
             ws = self._ws
             if ws is None:
                 continue
-            now = self._clock_ns()
-            quiet = self.watchdog.silent_for_s(self._last_frame_ns, now)
+            tick_ns = monotonic_ns()
+            if ws is not watched or self._last_frame_ns != seen_frame_ns:
+                watched, seen_frame_ns, alive_ns = ws, self._last_frame_ns, tick_ns
+            quiet = self.watchdog.silent_for_s(alive_ns, tick_ns)
             if quiet is not None and self._silence is None and self._ws is ws:
                 self._silence = silent(quiet)
                 log.warning("watchdog: %s; closing the socket", self._silence.cause)
                 self._abort()
                 continue
-            if now >= next_ping_ns:
-                next_ping_ns = now + ping_every_ns
+            if tick_ns >= next_ping_ns:
+                next_ping_ns = tick_ns + ping_every_ns
                 with contextlib.suppress(OSError, websocket.WebSocketException):
                     ws.ping()
+            now = self._clock_ns()
             with self._watchdog_lock:
                 stale = self.watchdog.stale(self.metrics.last_frame_ns, now)
             for product in stale:

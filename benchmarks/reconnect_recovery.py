@@ -122,10 +122,10 @@ def reconnect_recovery(servers: Servers) -> Result:
             thread.join()
     seconds = [
         (r.first_record_ns - r.dropped_ns) / 1e9
-        for r in worker.recoveries[:DROPS]
+        for r in list(worker.recoveries)[:DROPS]
         if r.first_record_ns is not None
     ]
-    downtime = [(r.connected_ns - r.dropped_ns) / 1e9 for r in worker.recoveries[:DROPS]]
+    downtime = [(r.connected_ns - r.dropped_ns) / 1e9 for r in list(worker.recoveries)[:DROPS]]
     p99 = _percentile(seconds, 99)
     return Result(
         name="reconnect",

@@ -25,6 +25,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ _STREAMS: dict[type, Stream] = {
 _SHUTDOWN_FLUSH_S = 3.0
 _CONNECT_TIMEOUT_S = 10.0
 _MIN_READ_TIMEOUT_S = 0.001
+_RECOVERIES_KEPT = 1_000
 EXIT_TERMINAL = 2
 """The exit status after a terminal close or upgrade refusal."""
 
@@ -144,7 +146,8 @@ class IngestWorker:
             settings.watchdog_s, settings.stale_after_s, dict(settings.stale_after_product)
         )
         self._watchdog_lock = threading.Lock()
-        self.recoveries: list[Recovery] = []
+        self.recoveries: deque[Recovery] = deque(maxlen=_RECOVERIES_KEPT)
+        """The latest reconnects with their first record, for benchmarks and tests."""
         self.connections = 0
         self._stop = threading.Event()
         self._ws: websocket.WebSocket | None = None

@@ -421,6 +421,26 @@ def test_a_subscription_lost_without_an_answer_is_sent_again_and_only_it(
     assert subscriptions.active == {(c, p) for c in ("ticker", "trade") for p in FUTURES}
 
 
+def test_a_subscription_that_fails_after_settling_is_asked_for_again(
+    kafka: Kafka, feed: FeedId
+) -> None:
+    failed = '{"event":"subscribed_failed","feed":"trade","product_ids":["PF_XBTUSD"]}'
+    with serving(_session("futures", count=50), [[Inject(text=failed, after=20)]]) as server:
+        worker = IngestWorker(_settings(kafka, feed, "futures", server.url("futures")))
+        subscriptions = worker.protocol.subscriptions
+        outcome = replay_until_done(
+            kafka, feed, server, worker, until=lambda: subscriptions.settled
+        )
+        requests = [msgspec.json.decode(text) for text in server.requests(0)]
+    asked = Counter((r["feed"], p) for r in requests for p in r.get("product_ids", ["-"]))
+    assert asked[("trade", "PF_XBTUSD")] == 2
+    assert asked[("trade", "PI_XBTUSD")] == asked[("ticker", "PF_XBTUSD")] == 1
+    assert ("trade", "PF_XBTUSD") in subscriptions.active
+    (error,) = outcome.of_kind(QualityKind.PROTOCOL_ERROR)
+    assert error.detail == "subscribed_failed for trade PF_XBTUSD: will retry"
+    assert worker.connections == 1
+
+
 def test_a_product_rejected_after_a_reconnect_is_reported_and_the_rest_flows(
     kafka: Kafka, feed: FeedId
 ) -> None:

@@ -159,8 +159,10 @@ class Subscriptions:
         self.rejected[(channel, product)] = message
 
     def fail(self, channel: str, product: str, now_ns: int) -> None:
-        """A refusal worth retrying (Kraken's ``subscribed_failed``)."""
+        """A refusal worth retrying (Kraken's ``subscribed_failed``), even of a product
+        acked before."""
         self._answer(channel, product)
+        self.active.discard((channel, product))
         if (channel, product) not in self.rejected:
             self._retry([(channel, product)], now_ns)
 

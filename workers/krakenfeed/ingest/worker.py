@@ -82,6 +82,8 @@ _SHUTDOWN_FLUSH_S = 3.0
 _CONNECT_TIMEOUT_S = 10.0
 _MIN_READ_TIMEOUT_S = 0.001
 _RECOVERIES_KEPT = 1_000
+_UNSETTLED = Disconnect("a subscription needs asking again", terminal=False)
+"""What the read loop returns when the connection is fine but the plan has work."""
 EXIT_TERMINAL = 2
 """The exit status after a terminal close or upgrade refusal."""
 
@@ -346,9 +348,14 @@ class IngestWorker:
             for request in self.protocol.connected(connected_ns):
                 ws.send(request)
             ended = self._resubscribe(ws, producer, capture, recovery)
-            if ended is None and not self._stop.is_set():
+            while ended is None and not self._stop.is_set():
                 ws.settimeout(None)
                 ended = self._pump(ws, producer, capture)
+                if ended is not _UNSETTLED:
+                    break
+                # A subscription failed after settling: plan and verify it again.
+                ended = self._resubscribe(ws, producer, capture, None)
+            assert ended is not _UNSETTLED
         except (OSError, websocket.WebSocketException) as exc:
             ended = self._lost(exc)
         finally:
@@ -438,6 +445,8 @@ class IngestWorker:
         clock_ns = self._clock_ns
         stopping = self._stop.is_set
         api = self.settings.api
+        subscriptions = self.protocol.subscriptions
+        check_plan = False
         unpolled = 0
         try:
             while not stopping():
@@ -459,7 +468,14 @@ class IngestWorker:
                         send(*message, timestamp=timestamp, on_delivery=on_delivery)
                     produced[kind.__name__] += 1
                     if kind is QualityEvent:
+                        # Failures and refusals come as quality events: the only
+                        # frames after which a settled plan can have work again.
                         _log_quality(record)  # type: ignore[arg-type]
+                        check_plan = True
+                if check_plan:
+                    check_plan = False
+                    if not subscriptions.settled:
+                        return _UNSETTLED
                 unpolled += 1
                 if unpolled >= StreamingProducer.POLL_EVERY:
                     producer.serve()

@@ -138,6 +138,27 @@ def test_quality_event_ids_are_deterministic_and_distinguish_events() -> None:
     assert len(quality_event_id(gap)) == 32
     other = msgspec.structs.replace(gap, attributes={"missing": 3})
     assert quality_event_id(gap) != quality_event_id(other)
+    # Without exchange time, the receive time tells two observations apart.
+    later = msgspec.structs.replace(gap, received_time_ns=2)
+    assert quality_event_id(gap) != quality_event_id(later)
+
+
+def test_an_observation_stamped_with_exchange_time_has_one_id_whenever_received() -> None:
+    """A replayed session's sequence gaps are the same observations as the first
+    time round, received later."""
+    gap = QualityEvent(
+        source="futures",
+        kind=QualityKind.SEQUENCE_GAP,
+        received_time_ns=1,
+        detail="seq 10 → 13",
+        product="PF_XBTUSD",
+        exchange_time_ms=1_786_000_000_000,
+        attributes={"missing": 2},
+    )
+    replayed = msgspec.structs.replace(gap, received_time_ns=99_000_000_000)
+    assert quality_event_id(gap) == quality_event_id(replayed)
+    elsewhere = msgspec.structs.replace(gap, exchange_time_ms=1_786_000_000_001)
+    assert quality_event_id(gap) != quality_event_id(elsewhere)
 
 
 def test_dead_letters_keep_the_raw_payload_and_a_reason_code() -> None:

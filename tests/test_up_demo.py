@@ -39,6 +39,14 @@ def _counts(home: LocalHome) -> dict[str, int]:
         }
 
 
+def _sequence_gaps(home: LocalHome) -> list[tuple[str, int]]:
+    with local_postgres(home.data_dir) as url, connect(url) as conn:
+        return conn.execute(  # type: ignore[return-value]
+            "SELECT product, exchange_time_ms FROM quality_events"
+            " WHERE kind = 'sequence_gap' ORDER BY 1, 2"
+        ).fetchall()
+
+
 @pytest.fixture(scope="module")
 def bundled() -> Demo:
     return demo()
@@ -98,6 +106,8 @@ def test_a_second_run_whose_detector_is_killed_is_restarted_and_adds_no_rows(
     home: LocalHome, first_run: Any
 ) -> None:
     before = _counts(home)
+    gaps_before = _sequence_gaps(home)
+    assert gaps_before, "the demo's silent minutes skip trade sequence numbers"
     assert before["ticker"] > 1000 and before["trades"] > 1000 and before["anomalies"] >= 8
     with home.running("up", "--demo", "--pace", "120x") as second:
         wait_until(lambda: second.printed("flat_line"), 60, "the detector's first anomaly")
@@ -114,6 +124,9 @@ def test_a_second_run_whose_detector_is_killed_is_restarted_and_adds_no_rows(
         at = datetime.fromtimestamp(time_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         assert any(at in line and detector in line for line in output.splitlines()), detector
     assert _counts(home) == before
+    # A sequence gap carries the exchange time of the trade that revealed it, so
+    # the rerun's gaps are the same observations, stored once.
+    assert _sequence_gaps(home) == gaps_before
     assert home.leftovers() == []
 
 

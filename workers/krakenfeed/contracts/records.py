@@ -177,8 +177,12 @@ def quality_event_id(event: QualityEvent | DeadLetter) -> str:
     """A deterministic id: the same observation always hashes to the same id.
 
     Dead letters are quality events too (kind ``dead_letter``) and hash the same way.
+    An observation stamped with exchange time (a sequence gap is, by the trade that
+    revealed it) is the same observation whenever it was received: its receive time
+    is left out, so replaying a session records its gaps once.
     """
-    canonical = msgspec.json.encode(
-        [type(event).__name__, msgspec.to_builtins(event)], order="sorted"
-    )
+    fields = msgspec.to_builtins(event)
+    if event.exchange_time_ms is not None:
+        del fields["received_time_ns"]
+    canonical = msgspec.json.encode([type(event).__name__, fields], order="sorted")
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()

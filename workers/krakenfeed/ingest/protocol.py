@@ -147,6 +147,7 @@ class KrakenProtocol(ABC):
         received_ns: int,
         detail: str,
         product: str | None = None,
+        exchange_time_ms: int | None = None,
         **attributes: str | int | float | bool | None,
     ) -> QualityEvent:
         return QualityEvent(
@@ -155,6 +156,7 @@ class KrakenProtocol(ABC):
             received_time_ns=received_ns,
             detail=detail,
             product=product,
+            exchange_time_ms=exchange_time_ms,
             attributes=attributes,
         )
 
@@ -347,6 +349,7 @@ class FuturesProtocol(KrakenProtocol):
                     f"{product}: trade seq jumped from {previous} to {item.seq};"
                     f" {previous + 1}..{item.seq - 1} missing",
                     product=product,
+                    exchange_time_ms=item.time,
                     previous_seq=previous,
                     seq=item.seq,
                     missing=missing,

@@ -35,7 +35,8 @@ def _walk(node: object, path: str = "") -> list[tuple[str, dict[str, object]]]:
     if isinstance(node, dict):
         found.append((path, node))
         for key, child in node.items():
-            found.extend(_walk(child, f"{path}.{key}"))
+            if key != "default":  # a value, not a schema
+                found.extend(_walk(child, f"{path}.{key}"))
     elif isinstance(node, list):
         for index, child in enumerate(node):
             found.extend(_walk(child, f"{path}[{index}]"))
@@ -59,3 +60,57 @@ def test_the_spec_schema_is_structural() -> None:
         "pattern": "^wss?://",
         "nullable": True,
     }
+
+
+def _spec_schema() -> dict[str, object]:
+    crd = build_crd()
+    schema: dict[str, object] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def test_every_field_has_a_description_for_kubectl_explain() -> None:
+    for path, node in _walk(_spec_schema()):
+        if path.endswith(".properties"):
+            for name, field in node.items():
+                assert isinstance(field, dict)
+                assert field.get("description"), f"{path}.{name} has no description"
+
+
+def test_the_schema_carries_enums_patterns_bounds_and_defaults() -> None:
+    spec = _spec_schema()["properties"]["spec"]["properties"]  # type: ignore[index]
+    source = spec["sources"]["items"]["properties"]
+    assert source["api"]["enum"] == ["futures", "spot"]
+    assert source["channels"]["items"]["enum"] == ["ticker", "trade"]
+    assert source["products"]["items"]["pattern"] == "^[A-Z0-9]+([_/][A-Z0-9]+)+$"
+    detector = spec["detector"]
+    assert detector["default"] == {}, "so the API server fills in detector.replicas"
+    assert detector["properties"]["replicas"] == {
+        "description": "Detector replicas; they share the feed's partitions as one consumer group",
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 64,
+        "default": 1,
+    }
+    assert detector["properties"]["settings"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert spec["kafka"]["properties"]["partitions"]["minimum"] == 1
+    assert spec["telemetry"]["properties"]["samplingRatio"]["maximum"] == 1
+    assert spec["suspend"]["default"] is False
+
+
+def test_printer_columns_and_subresources() -> None:
+    version = build_crd()["spec"]["versions"][0]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Source", "Products", "Ready", "Reason", "Age",
+    ]  # fmt: skip
+    assert version["additionalPrinterColumns"][2]["jsonPath"] == (
+        '.status.conditions[?(@.type=="Ready")].status'
+    )
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.detector.replicas",
+            "statusReplicasPath": ".status.detectorReplicas",
+            "labelSelectorPath": ".status.detectorSelector",
+        },
+    }
+    assert build_crd()["spec"]["names"]["shortNames"] == ["kf"]

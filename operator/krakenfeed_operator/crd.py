@@ -22,12 +22,14 @@ from krakenfeed.contracts import (
     CRD_VERSION,
     KrakenFeedSpec,
 )
+from krakenfeed_operator.status import CONDITION_TYPES
 
 # JSON-schema keywords a Kubernetes structural schema accepts as they are.
 _KEPT = {
     "type", "description", "properties", "required", "items", "enum", "pattern",
     "minItems", "maxItems", "minLength", "maxLength", "minimum", "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "format", "default",
+    "x-kubernetes-preserve-unknown-fields",
 }  # fmt: skip
 
 
@@ -35,7 +37,10 @@ def structural_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Convert msgspec's JSON schema into a Kubernetes structural OpenAPI v3 schema.
 
     Structural schemas allow no ``$ref``, need a ``type`` on every node and spell
-    optional values as ``nullable`` rather than ``anyOf`` with ``null``.
+    optional values as ``nullable`` rather than ``anyOf`` with ``null``. An
+    optional nested object defaults to ``{}``, so the API server fills in its
+    own defaults (``spec.detector.replicas`` always exists for the scale
+    subresource).
     """
     definitions: dict[str, Any] = schema.get("$defs", {})
 
@@ -58,7 +63,18 @@ def structural_schema(schema: dict[str, Any]) -> dict[str, Any]:
             if key not in _KEPT:
                 continue
             if key == "properties":
-                out[key] = {name: convert(child) for name, child in value.items()}
+                required = set(node.get("required", ()))
+                out[key] = {}
+                for name, child in value.items():
+                    converted = convert(child)
+                    if (
+                        name not in required
+                        and converted.get("type") == "object"
+                        and not converted.get("nullable")
+                        and "default" not in converted
+                    ):
+                        converted["default"] = {}
+                    out[key][name] = converted
             elif key == "items":
                 out[key] = convert(value)
             else:
@@ -68,6 +84,80 @@ def structural_schema(schema: dict[str, Any]) -> dict[str, Any]:
         return out
 
     return convert(schema)
+
+
+def _condition_schema() -> dict[str, Any]:
+    def text(description: str) -> dict[str, Any]:
+        return {"type": "string", "description": description}
+
+    return {
+        "type": "object",
+        "description": "One observed aspect of the feed, in the Kubernetes condition shape",
+        "required": ["type", "status"],
+        "properties": {
+            "type": {
+                "type": "string",
+                "enum": list(CONDITION_TYPES),
+                "description": "Ready sums up IngestReady, DetectorReady and TopicsReady",
+            },
+            "status": {
+                "type": "string",
+                "enum": ["True", "False", "Unknown"],
+                "description": "Whether the condition holds",
+            },
+            "reason": text("CamelCase cause of the current status"),
+            "message": text("What was observed and what to do about it"),
+            "lastTransitionTime": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When status last changed",
+            },
+            "observedGeneration": {
+                "type": "integer",
+                "description": "metadata.generation this condition was computed for",
+            },
+        },
+    }
+
+
+def _status_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "What the operator observed; written by the operator only",
+        # kopf keeps its handler progress under status.kopf.
+        "x-kubernetes-preserve-unknown-fields": True,
+        "properties": {
+            "observedGeneration": {
+                "type": "integer",
+                "description": "metadata.generation of the spec last reconciled",
+            },
+            "conditions": {
+                "type": "array",
+                "description": "Ready, IngestReady, DetectorReady and TopicsReady",
+                "items": _condition_schema(),
+            },
+            "source": {"type": "string", "description": "The Kraken APIs read, e.g. futures+spot"},
+            "products": {"type": "string", "description": "The products read, comma-separated"},
+            "detectorReplicas": {
+                "type": "integer",
+                "description": "Detector replicas observed (the scale subresource's status)",
+            },
+            "detectorSelector": {
+                "type": "string",
+                "description": "Label selector of the detector pods (for the scale subresource)",
+            },
+        },
+    }
+
+
+_READY = '.status.conditions[?(@.type=="Ready")]'
+PRINTER_COLUMNS = [
+    {"name": "Source", "type": "string", "jsonPath": ".status.source"},
+    {"name": "Products", "type": "string", "jsonPath": ".status.products"},
+    {"name": "Ready", "type": "string", "jsonPath": f"{_READY}.status"},
+    {"name": "Reason", "type": "string", "jsonPath": f"{_READY}.reason"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
 
 
 def build_crd() -> dict[str, Any]:
@@ -90,17 +180,26 @@ def build_crd() -> dict[str, Any]:
                     "name": CRD_VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.detector.replicas",
+                            "statusReplicasPath": ".status.detectorReplicas",
+                            "labelSelectorPath": ".status.detectorSelector",
+                        },
+                    },
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
+                            "description": (
+                                "A feed of Kraken market data: ingest workers, a detector,"
+                                " their Kafka topics and their PostgreSQL tables"
+                            ),
                             "required": ["spec"],
                             "properties": {
                                 "spec": spec_schema,
-                                "status": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                },
+                                "status": _status_schema(),
                             },
                         }
                     },

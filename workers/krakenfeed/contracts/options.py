@@ -191,3 +191,49 @@ DETECT_OPTIONS: Final = (
         ),
     ),
 )
+
+TOPIC_OPTIONS: Final = tuple(
+    Option(
+        flag=f"--{stream}-topic",
+        help=f"Kafka topic of the {stream} stream (default krakenfeed.<namespace>.<feed>.{stream})",
+    )
+    for stream in ("ticker", "trade", "dlq", "quality", "anomalies")
+)
+"""Topic-name overrides from a KrakenFeed's spec.kafka.topics. The operator sets these
+variables only for overridden streams; the workers do not read them yet."""
+
+OPERATOR_OPTIONS: Final = (
+    Option(
+        flag="--watch-namespaces",
+        is_list=True,
+        default="*",
+        help="namespaces whose KrakenFeeds are run, comma-separated; * watches every namespace",
+    ),
+    Option(
+        flag="--liveness-port",
+        default="8080",
+        value_type="int",
+        minimum=1,
+        help="port of the liveness endpoint GET /healthz",
+    ),
+    Option(
+        flag="--peering",
+        default="",
+        help=(
+            "name of a KopfPeering object through which several operator replicas keep"
+            " one of them active; empty (the default) runs standalone, without peering"
+        ),
+    ),
+    Option(
+        flag="--worker-image",
+        default="ghcr.io/krakenfeed/krakenfeed:0.1.0",
+        help="image of the ingest and detector workers when a feed's spec names none",
+    ),
+    Option(
+        flag="--resync-interval-s",
+        default="60",
+        value_type="float",
+        minimum=0.1,
+        help="seconds between re-observations of every feed, which also restore drifted children",
+    ),
+)

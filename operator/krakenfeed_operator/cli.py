@@ -1,0 +1,40 @@
+"""``krakenfeed-operator`` (also reached as ``krakenfeed operator``).
+
+Runs the kopf operator with the handlers of ``krakenfeed_operator.handlers``:
+namespaces from ``--watch-namespaces`` (one, a list, or ``*`` for all), a
+liveness endpoint at ``GET /healthz`` on ``--liveness-port``, and peering only
+when ``--peering`` names a KopfPeering object.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from krakenfeed_operator.config import parse_config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_config(sys.argv[1:] if argv is None else argv, os.environ)
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    import kopf
+
+    import krakenfeed_operator.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.run(
+        clusterwide=config.clusterwide,
+        namespaces=() if config.clusterwide else config.watch_namespaces,
+        liveness_endpoint=config.liveness_endpoint,
+        standalone=not config.peering,
+        peering_name=config.peering or None,
+        memo=kopf.Memo(config=config),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -191,11 +191,42 @@ def build_parser() -> argparse.ArgumentParser:
     from krakenfeed.local.command import register as register_local
 
     register_local(commands)
+
+    commands.add_parser(
+        OPERATOR_COMMAND,
+        add_help=False,
+        help=f"run the KrakenFeed operator; the same as {OPERATOR_SCRIPT} (see its --help)",
+    )
     return parser
 
 
+OPERATOR_COMMAND = "operator"
+OPERATOR_SCRIPT = "krakenfeed-operator"
+
+
+def _run_operator(argv: list[str]) -> int:
+    """Hand the arguments to the operator's own console script. Found by name
+    through the package metadata, so no worker module imports the operator."""
+    from importlib.metadata import entry_points
+
+    scripts = entry_points(group="console_scripts", name=OPERATOR_SCRIPT)
+    if not scripts:
+        raise SystemExit(f"krakenfeed operator: {OPERATOR_SCRIPT} is not installed")
+    try:
+        run = next(iter(scripts)).load()
+    except ImportError as exc:
+        raise SystemExit(
+            f"krakenfeed operator needs the operator extra (pip install 'krakenfeed[operator]'):"
+            f" {exc}"
+        ) from None
+    return int(run(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == [OPERATOR_COMMAND]:
+        return _run_operator(arguments[1:])
+    args = build_parser().parse_args(arguments)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -63,10 +63,12 @@ class _ApiServer(kmock.KubernetesEmulator):
     ``generateName`` (kopf posts its Events that way)."""
 
     calls: list[tuple[str, str]]
-    """(method, path) of every request, for tests that count them."""
+    """(method, path and query) of every request, for tests that count them."""
+    created: dict[str, float]
+    """``time.monotonic()`` of each object's creation, by ``<plural>/<name>``."""
 
     async def _handle(self, request: kmock.Request) -> Any:
-        self.calls.append((request.method.value.upper(), request.url.path))
+        self.calls.append((request.method.value.upper(), request.url.path_qs))
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if "name" not in meta and "generateName" in meta:
@@ -75,6 +77,8 @@ class _ApiServer(kmock.KubernetesEmulator):
             meta.setdefault("resourceVersion", "1")
             meta.setdefault("generation", 1)
             meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            if request.resource is not None:
+                self.created[f"{request.resource.plural}/{meta['name']}"] = time.monotonic()
         return await super()._handle(request)
 
 
@@ -100,6 +104,7 @@ class Emulator:
         self._stop = asyncio.Event()
         async with _ApiServer() as emulator, kmock.Server(emulator) as server:
             emulator.calls = []
+            emulator.created = {}
             resources = {**RESOURCES, **(KAFKA_TOPICS if self.kafka_topics else {})}
             for name, info in resources.items():
                 emulator.resources[name] = {"verbs": VERBS, **info}

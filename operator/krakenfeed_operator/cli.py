@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from krakenfeed.contracts import env_var
 from krakenfeed_operator.config import parse_config
 
 
@@ -21,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The handlers size their resync timer from the environment when imported.
+    os.environ[env_var("--resync-interval-s")] = str(config.resync_interval_s)
     import kopf
 
     import krakenfeed_operator.handlers  # noqa: F401  (registers the handlers)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -28,14 +29,13 @@ from krakenfeed_operator.status import Event
 
 FEEDS = (CRD_GROUP, CRD_VERSION, CRD_PLURAL)
 _OURS = {MANAGED_BY_LABEL: MANAGER}
-RESYNC_TICK_S = 0.5
-"""How often each feed's timer checks whether its resync interval has passed."""
+RESYNC_TICK_S = min(15.0, config_from_env(os.environ).resync_interval_s / 2)
+"""How often each feed's timer checks whether its resync interval has passed:
+kopf fixes a timer's interval when the handler is registered, at import."""
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    import os
-
     config = memo.get("config") or config_from_env(os.environ)
     memo["config"] = config
     # kopf's own "handler succeeded" events are noise; the reconciler posts its own.

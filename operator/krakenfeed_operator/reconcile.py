@@ -93,6 +93,9 @@ class Reconciler:
         # manifest, and its status. An event that changes neither (our own
         # create echoing back) needs no pass.
         self._seen: dict[ChildKey, tuple[Mapping[str, Any], str]] = {}
+        # The children as their watch streams last showed them: a pass reads
+        # the API only for a child it has not seen yet.
+        self._cache: dict[ChildKey, Mapping[str, Any]] = {}
 
     async def reconcile(self, body: Mapping[str, Any]) -> list[Event]:
         """Run a pass for this feed, or join the one that a concurrent trigger
@@ -119,18 +122,23 @@ class Reconciler:
         self._last_pass.pop(key, None)
         self._locks.pop(key, None)
         self._seen = {k: v for k, v in self._seen.items() if k[1:] != key}
+        self._cache = {k: v for k, v in self._cache.items() if k[1:] != key}
 
     def is_news(self, kind: str, obj: Mapping[str, Any], deleted: bool) -> bool:
         """Whether a child's watch event says something the last pass did not
         see: a deletion, a drift from the desired manifest, or a new status."""
-        if deleted:
-            return True
         key = child_key(kind, obj)
+        if deleted:
+            self._cache.pop(key, None)
+            return True
+        self._cache[key] = obj
         seen = self._seen.get(key)
         return seen is None or seen[1] != _fingerprint(obj, seen[0])
 
     def _remember(self, kind: str, obj: Mapping[str, Any], desired: Mapping[str, Any]) -> None:
-        self._seen[child_key(kind, obj)] = (desired, _fingerprint(obj, desired))
+        key = child_key(kind, obj)
+        self._seen[key] = (desired, _fingerprint(obj, desired))
+        self._cache[key] = obj
 
     async def _serves_kafka_topics(self) -> bool:
         now = time.monotonic()
@@ -139,8 +147,8 @@ class Reconciler:
             self._topics_served = (now, served)
         return self._topics_served[1]
 
-    async def _converge(self, desired: dict[str, Any]) -> dict[str, Any]:
-        live = await self._api.get(desired)
+    async def _converge(self, desired: dict[str, Any]) -> Mapping[str, Any]:
+        live = self._cache.get(child_key(desired["kind"], desired)) or await self._api.get(desired)
         if live is None:
             try:
                 live = await self._api.create(desired)

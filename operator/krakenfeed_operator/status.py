@@ -7,6 +7,7 @@ waiting reasons, KafkaTopic ``Ready``), never from what the operator last wrote.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -49,8 +50,8 @@ class Workload:
 
     name: str
     replicas: int
-    deployment: dict[str, Any] | None
-    pods: list[dict[str, Any]] = field(default_factory=list)
+    deployment: Mapping[str, Any] | None
+    pods: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Event:
     message: str
 
 
-def _stuck_pod(pods: list[dict[str, Any]]) -> Finding | None:
+def _stuck_pod(pods: list[Mapping[str, Any]]) -> Finding | None:
     for pod in pods:
         statuses = pod.get("status", {}).get("containerStatuses", []) or []
         for container in statuses:
@@ -105,7 +106,7 @@ def _combine(findings: list[Finding]) -> Finding:
     return Finding(True, findings[0].reason, "; ".join(f.message for f in findings))
 
 
-def topics_finding(topics: list[dict[str, Any]] | None, reason_without: str) -> Finding:
+def topics_finding(topics: list[Mapping[str, Any]] | None, reason_without: str) -> Finding:
     """``topics`` are the observed KafkaTopics, or None when the operator does
     not manage topics (``reason_without`` says why)."""
     if topics is None:
@@ -178,7 +179,7 @@ class Observation:
     suspended: bool
     ingest: list[Workload]
     detector: Workload
-    topics: list[dict[str, Any]] | None
+    topics: list[Mapping[str, Any]] | None
     topics_reason: str
     source: str
     products: str

@@ -3,6 +3,7 @@ import sys
 from benchmarks import (  # noqa: F401  (each module registers its benchmark)
     detector_throughput,
     ingest_throughput,
+    operator_reconcile,
     reconnect_recovery,
     slice_throughput,
 )

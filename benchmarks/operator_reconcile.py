@@ -87,7 +87,8 @@ def _operator(kube: Emulator) -> AbstractContextManager[subprocess.Popen[bytes]]
         kube,
         [
             sys.executable, "-m", "krakenfeed_operator.cli", "--watch-namespaces", NS,
-            "--liveness-port", str(_free_port()), "--log-level", "WARNING", "--resync-interval-s", "60",
+            "--liveness-port", str(_free_port()), "--log-level", "WARNING",
+            "--resync-interval-s", "60",
         ],
     )  # fmt: skip
 

@@ -7,7 +7,6 @@ ownerReferences instead of garbage collection.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 import urllib.request
@@ -49,28 +48,13 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def kube(tmp_path: Path) -> Iterator[Emulator]:
-    """A fresh emulator per test: kmock keeps every request, so a shared one
-    slows down as the module goes on."""
+def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """A fresh emulator per test, and the operator's environment pointing at it."""
     with emulator([NS, "elsewhere"]) as running:
-        kubeconfig = running.kubeconfig(tmp_path / "kubeconfig")
-        saved = {k: os.environ.get(k) for k in ("KUBECONFIG", "KRAKENFEED_WORKER_IMAGE")}
-        os.environ.update(
-            {
-                "KUBECONFIG": str(kubeconfig),
-                "KRAKENFEED_WORKER_IMAGE": IMAGE,
-                "KRAKENFEED_RESYNC_INTERVAL_S": "0.5",
-            }
-        )
-        try:
-            yield running
-        finally:
-            os.environ.pop("KRAKENFEED_RESYNC_INTERVAL_S")
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        monkeypatch.setenv("KUBECONFIG", str(running.kubeconfig(tmp_path / "kubeconfig")))
+        monkeypatch.setenv("KRAKENFEED_WORKER_IMAGE", IMAGE)
+        monkeypatch.setenv("KRAKENFEED_RESYNC_INTERVAL_S", "0.5")
+        yield running
 
 
 def run_operator(liveness_port: int | None = None) -> KopfRunner:
@@ -81,6 +65,9 @@ def run_operator(liveness_port: int | None = None) -> KopfRunner:
     # Stop in a blink: per-object workers need not linger for more events.
     settings.queueing.idle_timeout = 0.5
     settings.queueing.exit_timeout = 0.5
+    # kmock never changes resourceVersion, so kopf would wait this long after each
+    # of its own patches for a version that never comes (5 s by default).
+    settings.persistence.consistency_timeout = 0.2
     return KopfRunner(args, timeout=30, settings=settings)
 
 
@@ -397,3 +384,35 @@ def test_a_restarted_operator_creates_no_duplicate_children(kube: Emulator) -> N
         kube.calls(m, p) for m in ("POST", "PATCH") for p in (DEPLOYMENTS, CONFIG_MAPS, TOPICS)
     ]
     assert len(children(kube, name)) == 9
+
+
+def test_only_the_watched_namespaces_are_run(kube: Emulator, operator: KopfRunner) -> None:
+    elsewhere = "/apis/krakenfeed.io/v1alpha1/namespaces/elsewhere/krakenfeeds"
+    kube.create(
+        elsewhere,
+        {
+            "apiVersion": "krakenfeed.io/v1alpha1",
+            "kind": "KrakenFeed",
+            "metadata": {"name": "ignored", "namespace": "elsewhere"},
+            "spec": SPEC,
+        },
+    )
+    name = create_feed(kube)
+    eventually(lambda: len(children(kube, name)) == 9)
+    assert kube.items("/apis/apps/v1/namespaces/elsewhere/deployments") == []
+    assert "status" not in kube.get(f"{elsewhere}/ignored")
+
+
+def test_without_the_kafka_topic_crd_the_workers_own_their_topics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with emulator([NS], kafka_topics=False) as bare:
+        monkeypatch.setenv("KUBECONFIG", str(bare.kubeconfig(tmp_path / "kubeconfig")))
+        with run_operator():
+            name = create_feed(bare)
+            eventually(lambda: condition(bare, name, "TopicsReady"))
+            kinds = sorted(
+                c["kind"] for path in (CONFIG_MAPS, DEPLOYMENTS) for c in bare.items(path)
+            )
+            assert kinds == ["ConfigMap", "Deployment", "Deployment", "Deployment"]
+            assert condition(bare, name, "TopicsReady") == ("True", "KafkaTopicCRDMissing")

@@ -54,7 +54,11 @@ def _manifest(tmp_path: Path, spec: object, **top: object) -> Path:
             "spec.sources[0].url: got 'http://x'; allowed: a value matching ^wss?://",
         ),
         ({"sources": []}, "spec.sources: got []; allowed: 1 to 8 items"),
-        ({"sourcs": []}, "spec: Object contains unknown field `sourcs`; allowed fields: sources"),
+        (
+            {"sourcs": []},
+            "spec: Object contains unknown field `sourcs`; allowed fields: detector, ingest,"
+            " kafka, postgres, retentionDays, sources, suspend, telemetry",
+        ),
         (
             {"sources": [{"api": "futures", "products": ["BTC/USD"]}]},
             "spec.sources[0]: products[0] 'BTC/USD' is not a futures product id",

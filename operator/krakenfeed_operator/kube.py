@@ -55,14 +55,19 @@ class KubeApi:
         self._connection = connection
         self._session: aiohttp.ClientSession | None = None
         self._info: kopf.ConnectionInfo | None = None
+        self._closed = False
 
     async def _client(self) -> tuple[aiohttp.ClientSession, str]:
+        if self._closed:
+            # kopf runs cleanup before the last handlers finish; they must not
+            # open a session that nobody would close.
+            raise KubeError(503, "the operator is stopping")
         info = self._connection()
         if info is None:
             raise KubeError(401, "not logged in to the Kubernetes API yet")
         if self._session is None or info is not self._info:
             # First use, or a re-login replaced the credentials.
-            await self.close()
+            await self._close_session()
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
                 headers={**info.as_http_headers(), "User-Agent": MANAGER},
@@ -73,9 +78,14 @@ class KubeApi:
         return self._session, info.server.rstrip("/")
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        self._session = None
+        """Close the session for good: the operator is stopping."""
+        self._closed = True
+        await self._close_session()
+
+    async def _close_session(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     async def _request(
         self,

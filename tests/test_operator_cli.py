@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
 import pytest
 
 from krakenfeed.cli import main as krakenfeed_main
 from krakenfeed_operator.config import parse_config
+from tests.kube_emulator import emulator, eventually
+from tests.test_operator_kopf import free_port
 
 
 def test_defaults_watch_every_namespace_standalone() -> None:
@@ -43,3 +51,37 @@ def test_krakenfeed_operator_dispatches_to_the_operator_script(
     with pytest.raises(SystemExit):
         krakenfeed_main(["--help"])
     assert "operator" in capsys.readouterr().out
+
+
+def test_the_command_runs_the_operator_on_the_chosen_namespace(tmp_path: Path) -> None:
+    """`krakenfeed operator` end to end: flags → kopf.run → children, liveness, clean exit."""
+    with emulator(["markets", "elsewhere"]) as kube:
+        port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig")),
+            "KRAKENFEED_WATCH_NAMESPACES": "markets",
+        }
+        command = [sys.executable, "-m", "krakenfeed", "operator", "--liveness-port", str(port)]
+        process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            for namespace in ("markets", "elsewhere"):
+                kube.create(
+                    f"/apis/krakenfeed.io/v1alpha1/namespaces/{namespace}/krakenfeeds",
+                    {
+                        "apiVersion": "krakenfeed.io/v1alpha1",
+                        "kind": "KrakenFeed",
+                        "metadata": {"name": "btc", "namespace": namespace},
+                        "spec": {"sources": [{"api": "futures", "products": ["PF_XBTUSD"]}]},
+                    },
+                )
+            eventually(
+                lambda: kube.get("/apis/apps/v1/namespaces/markets/deployments/btc-detector")
+            )
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+                assert response.status == 200
+            assert kube.items("/apis/apps/v1/namespaces/elsewhere/deployments") == []
+        finally:
+            process.terminate()
+            _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 0, stderr

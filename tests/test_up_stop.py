@@ -63,7 +63,7 @@ def test_a_killed_up_leaves_only_its_database_which_the_next_command_stops() -> 
             left = home.leftovers()
             return bool(left) and all("postgres" in p for p in left)
 
-        # Workers and Tansu get SIGTERM from the kernel when up dies; PostgreSQL,
+        # The kernel kills the workers and Tansu when up dies; PostgreSQL,
         # started by pg_ctl in a session of its own, stays until someone stops it.
         wait_until(only_postgres_left, 20, "the workers and the broker to end")
         listed = home.run("anomalies", "--format", "json")

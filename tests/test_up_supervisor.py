@@ -122,7 +122,7 @@ def test_workers_end_with_their_supervisor_even_when_it_is_killed() -> None:
         assert _alive(worker)
         parent.kill()
         parent.wait()
-        wait_until(lambda: not _alive(worker), 10, "the orphaned worker to get SIGTERM")
+        wait_until(lambda: not _alive(worker), 10, "the orphaned worker to be killed")
     finally:
         if parent.poll() is None:
             parent.kill()

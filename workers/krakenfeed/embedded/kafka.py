@@ -48,7 +48,7 @@ class EmbeddedKafka:
         *,
         ends_with_parent: bool = False,
     ) -> None:
-        """``ends_with_parent``: the broker gets SIGTERM if this process dies unstopped."""
+        """``ends_with_parent``: the broker is killed if this process dies unstopped."""
         self.port = port or free_port()
         self.log_path = log_path
         self.ends_with_parent = ends_with_parent

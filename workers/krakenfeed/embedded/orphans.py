@@ -3,6 +3,12 @@
 Linux's PR_SET_PDEATHSIG, set in the forked child before exec. It fires when the
 thread that started the child exits, so start children from a thread that lives as
 long as they should (the main thread).
+
+The signal is SIGKILL. A parent that is alive stops its children in order itself;
+one that died unstopped leaves nobody to order a shutdown, and its embedded broker
+dies with it, so a child asked to stop politely could wait for ever to flush to a
+broker that is gone. A killed detector resumes from its last commit; a killed
+ingest loses what it had not yet handed to the broker, as any crash does.
 """
 
 from __future__ import annotations
@@ -32,10 +38,10 @@ _PRCTL = _resolve_prctl()
 
 def _terminate_with_parent() -> None:  # runs in the forked child, before exec
     if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def ends_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has the child receive SIGTERM when its parent dies, or
+    """A ``preexec_fn`` that has the child killed when its parent dies, or
     None where the platform cannot."""
     return _terminate_with_parent if _PRCTL is not None else None

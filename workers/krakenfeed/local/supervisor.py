@@ -2,7 +2,7 @@
 
 Each child gets its own session, so a Ctrl-C in the terminal reaches only ``up``,
 which then stops the children itself, in order. On Linux a child is also asked to
-receive SIGTERM should ``up`` die without stopping it, so nothing outlives it.
+be killed should ``up`` die without stopping it, so nothing outlives it.
 """
 
 from __future__ import annotations

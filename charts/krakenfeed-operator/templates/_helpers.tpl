@@ -1,0 +1,73 @@
+{{- define "krakenfeed-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "krakenfeed-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "krakenfeed-operator.labels" -}}
+{{ include "krakenfeed-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: krakenfeed
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "krakenfeed-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "krakenfeed-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The namespaces the operator watches: the release namespace unless given. */}}
+{{- define "krakenfeed-operator.watchNamespaces" -}}
+{{- if .Values.watchNamespaces -}}
+{{- join "," .Values.watchNamespaces -}}
+{{- else -}}
+{{- .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "krakenfeed-operator.clusterwide" -}}
+{{- if has "*" .Values.watchNamespaces -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+What the operator does, and nothing more. kopf watches and patches the
+KrakenFeeds (finalizers, annotations, status) and posts core events; the
+reconciler reads and server-side-applies ConfigMaps, Deployments and Strimzi
+KafkaTopics, and reads worker Pods for status. Secrets are never read: the
+workers get the CloudNativePG secret through secretKeyRef in their pod spec.
+*/}}
+{{- define "krakenfeed-operator.namespacedRules" -}}
+- apiGroups: [krakenfeed.io]
+  resources: [krakenfeeds]
+  verbs: [get, list, watch, patch]
+- apiGroups: [krakenfeed.io]
+  resources: [krakenfeeds/status]
+  verbs: [get, patch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [kafka.strimzi.io]
+  resources: [kafkatopics]
+  verbs: [get, list, watch, create, patch]
+{{- end -}}

@@ -283,13 +283,12 @@ def test_every_pod_runs_restricted(
 
 NAMESPACED_RULES = [
     {"apiGroups": ["krakenfeed.io"], "resources": ["krakenfeeds"],
-     "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": ["krakenfeed.io"], "resources": ["krakenfeeds/status"],
-     "verbs": ["get", "patch"]},
+     "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": ["krakenfeed.io"], "resources": ["krakenfeeds/status"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["configmaps"],
      "verbs": ["get", "list", "watch", "create", "patch"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     {"apiGroups": ["apps"], "resources": ["deployments"],
      "verbs": ["get", "list", "watch", "create", "patch"]},
     {"apiGroups": ["kafka.strimzi.io"], "resources": ["kafkatopics"],
@@ -378,6 +377,13 @@ def test_the_rules_cover_what_the_operator_watches() -> None:
         for resource in rule["resources"]
     }
     assert watched <= granted, watched - granted
+
+
+def test_every_kind_the_reconciler_reads_or_writes_is_granted() -> None:
+    from krakenfeed_operator.kube import _PLURALS
+
+    granted = {resource for rule in NAMESPACED_RULES for resource in rule["resources"]}
+    assert set(_PLURALS.values()) <= granted, set(_PLURALS.values()) - granted
 
 
 # --- the stack: Strimzi, CloudNativePG, Jaeger, the sample feed ---------------------------------

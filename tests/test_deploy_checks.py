@@ -1,20 +1,32 @@
-"""The kind end-to-end job's PostgreSQL assertion, run here against the harness's PostgreSQL.
+"""The kind end-to-end job's assertions, as far as this machine can run them.
 
-The same module (``tests/deploy_checks.py``) runs in the workflow against the
-CloudNativePG service. Its Jaeger check needs Jaeger's query API, which this
-machine cannot run: only the GitHub job exercises it.
+- Its PostgreSQL check (``tests/deploy_checks.py``) runs here against the harness's
+  PostgreSQL; in the workflow it runs against the CloudNativePG service.
+- Its Jaeger check needs Jaeger's query API, which this machine cannot run: only the
+  GitHub job exercises it.
+- The detector settings the job gives the replay-server example find anomalies in
+  the session that example's replay server generates (real protocol and detectors).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
+import yaml
 
-from krakenfeed.contracts import FeedId
+from krakenfeed.contracts import FeedId, Ticker, Trade, record_timestamp_ms
+from krakenfeed.detect.config import DetectorConfig
+from krakenfeed.detect.engine import DetectorEngine
+from krakenfeed.ingest.protocol import FuturesProtocol, SpotProtocol, ValidationSettings
+from krakenfeed.replay.command import REPLAY_OPTIONS
+from krakenfeed.replay.session import generate_session
 from krakenfeed.store import migrate
 from tests.deploy_checks import table_counts, wait_for_anomalies
 
@@ -85,3 +97,48 @@ def test_the_command_fails_with_what_it_saw(postgres_url: str, feed: FeedId) -> 
     assert result.returncode == 1
     assert "FAILED: expected 1 anomaly rows" in result.stderr
     assert "'anomalies': -1" in result.stderr
+
+
+def _replay_arguments(example: Path) -> dict[str, str]:
+    """The replay server's options as the example's Deployment sets them, else defaults."""
+    docs = [doc for doc in yaml.safe_load_all(example.read_text()) if doc]
+    (server,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = server["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["krakenfeed", "replay-server"]
+    given = " ".join(container["args"]).replace("=", " ").split()
+    options = {option.flag: option.default or "" for option in REPLAY_OPTIONS}
+    for flag, value in zip(given[::2], given[1::2], strict=True):
+        assert flag in options, flag
+        options[flag] = value
+    return options
+
+
+def test_the_e2e_detector_settings_find_anomalies_in_the_replayed_session() -> None:
+    workflow = yaml.safe_load((ROOT / ".github/workflows/kind-e2e.yml").read_text())
+    settings = json.loads(workflow["env"]["DETECTOR_SETTINGS"])
+    config = msgspec.convert(settings, DetectorConfig)
+    options = _replay_arguments(ROOT / workflow["env"]["EXAMPLE"])
+    assert options["--capture"] == "", "the example replays a generated session"
+    products = options["--generate-products"].split(",")
+    found: Counter[tuple[str, str]] = Counter()
+    for api, protocol_type in (("futures", FuturesProtocol), ("spot", SpotProtocol)):
+        mine = [p for p in products if ("/" in p) == (api == "spot")]
+        session = generate_session(
+            api, mine, count_per_product_channel=int(options["--generate-count"]),
+            seed=int(options["--seed"]),
+        )  # fmt: skip
+        protocol = protocol_type(mine, ["ticker", "trade"], ValidationSettings(max_clock_skew_ms=0))
+        protocol.subscribe_requests()
+        engine = DetectorEngine(FeedId("krakenfeed", workflow["env"]["FEED"]), config)
+        states = {product: engine.new_state(product) for product in mine}
+        for frame in session.frames[api]:
+            raw = (frame.verbatim or json.dumps(frame.payload)).encode()
+            received_ns = session.start_ns + frame.offset_ns
+            for record in protocol.handle(raw, received_ns):
+                if isinstance(record, Ticker | Trade):
+                    state = states[record.product]
+                    for anomaly in engine.process(
+                        state, record, record_timestamp_ms(record), received_ns
+                    ):
+                        found[(api, anomaly.detector)] += 1
+    assert sum(found.values()) >= 3, found

@@ -42,19 +42,21 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{/*
-What the operator does, and nothing more. kopf watches and patches the
-KrakenFeeds (finalizers, annotations, status) and posts core events; the
-reconciler reads and server-side-applies ConfigMaps, Deployments and Strimzi
-KafkaTopics, and reads worker Pods for status. Secrets are never read: the
-workers get the CloudNativePG secret through secretKeyRef in their pod spec.
+Exactly the calls the operator makes. kopf lists, watches and patches the
+KrakenFeeds (finalizers, annotations; status through the subresource), watches
+the children it reacts to and posts core events; the reconciler reads, creates
+and server-side-applies ConfigMaps, Deployments and Strimzi KafkaTopics and lists
+worker Pods. Nothing is ever deleted (owner references let Kubernetes collect
+the children) and Secrets are never read: the workers get the CloudNativePG
+secret through secretKeyRef in their own pod spec.
 */}}
 {{- define "krakenfeed-operator.namespacedRules" -}}
 - apiGroups: [krakenfeed.io]
   resources: [krakenfeeds]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 - apiGroups: [krakenfeed.io]
   resources: [krakenfeeds/status]
-  verbs: [get, patch]
+  verbs: [patch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
@@ -63,7 +65,7 @@ workers get the CloudNativePG secret through secretKeyRef in their pod spec.
   verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch]

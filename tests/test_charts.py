@@ -553,6 +553,23 @@ def test_notes_and_readme_document_the_crd_upgrade() -> None:
     assert command in (ROOT / "README.md").read_text()
 
 
+@CASES
+def test_notes_render_with_the_next_commands(
+    charts: Charts, tmp_path: Path, chart: str, case: str, values: dict[str, Any]
+) -> None:
+    values_file = Path(_values_file(tmp_path, values))
+    notes = charts.notes(chart, values_file, namespace=NAMESPACE, release=RELEASE)
+    assert "kubectl apply --server-side -f charts/krakenfeed-operator/crds/" in notes
+    assert f"kubectl -n {NAMESPACE} get kf" in notes or "kubectl get kf" in notes
+    if chart == STACK:
+        assert f"port-forward svc/{DEFAULT_CLUSTER}-rw 5432:5432" in notes
+        assert ("port-forward svc/kf-jaeger 16686:16686" in notes) == (case != "three-brokers")
+        assert ("wait kf/btc-sample" in notes) == ("sample" in values)
+    else:
+        watched = "every namespace" if case == "clusterwide" else "a Role in each"
+        assert watched in notes
+
+
 def test_values_schemas_are_json_schema() -> None:
     for chart in (OPERATOR, STACK):
         schema = json.loads((CHARTS / chart / "values.schema.json").read_text())

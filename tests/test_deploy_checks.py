@@ -4,17 +4,20 @@
   PostgreSQL; in the workflow it runs against the CloudNativePG service.
 - Its Jaeger check needs Jaeger's query API, which this machine cannot run: only the
   GitHub job exercises it.
-- The detector settings the job gives the replay-server example find anomalies in
-  the session that example's replay server generates (real protocol and detectors).
+- The example the job applies reads the stack's replay server as the job installs
+  it, and the detector settings the job gives it find anomalies in the session that
+  server generates (real protocol and detectors).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import psycopg
@@ -29,6 +32,7 @@ from krakenfeed.replay.command import REPLAY_OPTIONS
 from krakenfeed.replay.session import generate_session
 from krakenfeed.store import migrate
 from tests.deploy_checks import table_counts, wait_for_anomalies
+from tests.deploy_tools import Charts
 
 ROOT = Path(__file__).parents[1]
 
@@ -99,26 +103,67 @@ def test_the_command_fails_with_what_it_saw(postgres_url: str, feed: FeedId) -> 
     assert "'anomalies': -1" in result.stderr
 
 
-def _replay_arguments(example: Path) -> dict[str, str]:
-    """The replay server's options as the example's Deployment sets them, else defaults."""
-    docs = [doc for doc in yaml.safe_load_all(example.read_text()) if doc]
-    (server,) = [d for d in docs if d["kind"] == "Deployment"]
+E2E = ROOT / ".github/workflows/kind-e2e.yml"
+
+
+def _e2e_stack(tmp_path: Path) -> list[dict[str, Any]]:
+    """The stack as the kind job installs it: its `helm install --set` values, rendered."""
+    workflow = yaml.safe_load(E2E.read_text())
+    (install,) = [
+        s["run"] for s in workflow["jobs"]["e2e"]["steps"] if "helm install" in s.get("run", "")
+    ]
+    values: dict[str, Any] = {}
+    for assignment in re.findall(r"--set (\S+)", install):
+        *path, leaf = assignment.split("=")[0].split(".")
+        node = values
+        for key in path:
+            node = node.setdefault(key, {})
+        value = assignment.split("=", 1)[1]
+        node[leaf] = {"true": True, "false": False}.get(value, value)
+    values_file = tmp_path / "e2e-values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    charts = Charts(tmp_path / "helm")
+    return charts.template(
+        "krakenfeed-stack", values_file, namespace=workflow["env"]["NAMESPACE"],
+        release="krakenfeed", kube_version="1.32",
+    )  # fmt: skip
+
+
+def _replay_arguments(stack: list[dict[str, Any]]) -> dict[str, str]:
+    """The replay server's options as the stack's Deployment sets them, else defaults."""
+    (server,) = [
+        d for d in stack
+        if d["kind"] == "Deployment" and d["spec"]["template"]["spec"]["containers"][0]
+        .get("command") == ["krakenfeed", "replay-server"]
+    ]  # fmt: skip
     (container,) = server["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["krakenfeed", "replay-server"]
-    given = " ".join(container["args"]).replace("=", " ").split()
     options = {option.flag: option.default or "" for option in REPLAY_OPTIONS}
-    for flag, value in zip(given[::2], given[1::2], strict=True):
+    for argument in container["args"]:
+        flag, value = argument.split("=", 1)
         assert flag in options, flag
         options[flag] = value
     return options
 
 
-def test_the_e2e_detector_settings_find_anomalies_in_the_replayed_session() -> None:
-    workflow = yaml.safe_load((ROOT / ".github/workflows/kind-e2e.yml").read_text())
+def test_the_e2e_example_reads_the_stacks_replay_server(tmp_path: Path) -> None:
+    workflow = yaml.safe_load(E2E.read_text())
+    stack = _e2e_stack(tmp_path)
+    (service,) = [d for d in stack if d["kind"] == "Service" and "replay" in d["metadata"]["name"]]
+    base = f"ws://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    feed = yaml.safe_load((ROOT / workflow["env"]["EXAMPLE"]).read_text())
+    assert feed["metadata"]["name"] == workflow["env"]["FEED"]
+    urls = {source["api"]: source["url"] for source in feed["spec"]["sources"]}
+    assert urls == {"futures": f"{base}/ws/v1", "spot": f"{base}/v2"}
+    products = {p for source in feed["spec"]["sources"] for p in source["products"]}
+    assert products <= set(_replay_arguments(stack)["--generate-products"].split(","))
+
+
+def test_the_e2e_detector_settings_find_anomalies_in_the_replayed_session(tmp_path: Path) -> None:
+    workflow = yaml.safe_load(E2E.read_text())
     settings = json.loads(workflow["env"]["DETECTOR_SETTINGS"])
     config = msgspec.convert(settings, DetectorConfig)
-    options = _replay_arguments(ROOT / workflow["env"]["EXAMPLE"])
-    assert options["--capture"] == "", "the example replays a generated session"
+    options = _replay_arguments(_e2e_stack(tmp_path))
+    assert options["--capture"] == "", "the stack's replay server generates its session"
     products = options["--generate-products"].split(",")
     found: Counter[tuple[str, str]] = Counter()
     for api, protocol_type in (("futures", FuturesProtocol), ("spot", SpotProtocol)):

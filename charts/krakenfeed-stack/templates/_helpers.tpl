@@ -11,7 +11,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{- define "krakenfeed-stack.replayName" -}}
-{{- printf "%s-replay" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- .Values.replay.name -}}
 {{- end -}}
 
 {{/* Restricted pod security, as the operator gives its workers. */}}

@@ -560,6 +560,7 @@ def test_notes_render_with_the_next_commands(
     values_file = Path(_values_file(tmp_path, values))
     notes = charts.notes(chart, values_file, namespace=NAMESPACE, release=RELEASE)
     assert "kubectl apply --server-side -f charts/krakenfeed-operator/crds/" in notes
+    assert f"kubectl -n {NAMESPACE} delete kf --all), then helm uninstall" in notes
     assert f"kubectl -n {NAMESPACE} get kf" in notes or "kubectl get kf" in notes
     if chart == STACK:
         assert f"port-forward svc/{DEFAULT_CLUSTER}-rw 5432:5432" in notes

@@ -26,9 +26,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from krakenfeed_operator.builders import CONTAINER_SECURITY, POD_SECURITY
 
 from krakenfeed.contracts import API_VERSION, CRD_KIND, DEFAULT_CLUSTER, OPERATOR_OPTIONS
+from krakenfeed_operator.builders import CONTAINER_SECURITY, POD_SECURITY
 from tests.deploy_tools import Charts, venv_tool
 
 ROOT = Path(__file__).parents[1]

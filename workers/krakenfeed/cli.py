@@ -149,6 +149,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         retention_days=args.retention_days,
         state_dir=Path(args.state_dir),
         commit_interval=args.commit_interval_s,
+        processing_guarantee=args.processing_guarantee,
+        instance_id=args.instance_id,
     )
     try:
         app.run()

@@ -21,6 +21,7 @@ with warnings.catch_warnings():
 
     warnings.filterwarnings("ignore", category=authlib.deprecate.AuthlibDeprecationWarning)
     from quixstreams import Application, message_context
+    from quixstreams.app import ProcessingGuarantee
     from quixstreams.kafka import Producer
     from quixstreams.models import HeadersTuples, Topic, TopicConfig
     from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
@@ -41,6 +42,7 @@ __all__ = [
     "Application",
     "BatchingSink",
     "HeadersTuples",
+    "ProcessingGuarantee",
     "Producer",
     "SinkBackpressureError",
     "SinkBatch",

@@ -15,6 +15,16 @@ stream, because a quiet product legitimately goes minutes without a trade.
 
 quixstreams owns consuming, state, checkpoints and commits; offsets are committed
 only after the sink has written every row they cover.
+
+Delivery. By default the Application runs ``processing_guarantee="exactly-once"``:
+each checkpoint is one Kafka transaction holding the anomalies and dead letters
+it produced, the state's changelog records and the input offsets. A checkpoint
+first writes its rows to PostgreSQL, then commits that transaction; a crash
+in between replays the checkpoint, whose Kafka output was aborted (consumers of
+the anomalies topic read ``read_committed``) and whose rows are upserts on their
+natural keys, so PostgreSQL and the anomalies topic both end up holding every
+result once. The one output outside the transactions is the wall-clock stale
+report (``SilenceWatch``): at-least-once on Kafka, idempotent by key (see there).
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ from krakenfeed.detect import (
 )
 from krakenfeed.kafka import (
     Application,
+    ProcessingGuarantee,
     Topic,
     contract_topics,
     make_application,
@@ -200,6 +211,13 @@ class SilenceWatch:
     anomalies topic through a producer of their own (not the stream's, whose
     transactions belong to checkpoints) and to PostgreSQL through the sink's
     writer; a write that fails is retried on the next check.
+
+    Its reports are therefore outside the exactly-once checkpoints: at-least-once.
+    A silence is reported under the same key (product, ``stale``, last event time)
+    every time, so PostgreSQL keeps one row whatever repeats; on the anomalies
+    topic a replica that restarts, or takes the partition over, while the product
+    is still silent may publish the same report again, which a consumer recognises
+    by that key.
     """
 
     def __init__(
@@ -303,15 +321,28 @@ def build_detector_app(
     config: DetectorConfig | None = None,
     group: str | None = None,
     commit_interval: float = 0.25,
+    processing_guarantee: ProcessingGuarantee = "exactly-once",
+    instance_id: str | None = None,
     state_dir: Path | None = None,
     sink: PostgresSink | None = None,
     retention_days: int = 30,
     clock_ns: Callable[[], int] = time.time_ns,
     silence_check_s: float | None = 1.0,
 ) -> tuple[Application, PostgresSink]:
+    """The detector's Application and its sink.
+
+    ``instance_id`` names this replica across its restarts (its Kafka transactional
+    id): a restart then fences the transaction its killed predecessor left open at
+    once, instead of leaving it to time out while ``read_committed`` consumers wait.
+    """
+    group = group or consumer_group(feed)
+    # Anomalies are few and wanted at once; checkpoints flush the producer anyway.
+    producer_config: dict[str, Any] = {"linger.ms": 1}
+    if instance_id:
+        producer_config["transactional.id"] = f"{group}-{instance_id}"
     app = make_application(
         broker,
-        consumer_group=group or consumer_group(feed),
+        consumer_group=group,
         auto_offset_reset="earliest",
         commit_interval=commit_interval,
         # The loop checks for a due checkpoint between polls: a poll that waits long
@@ -325,8 +356,8 @@ def build_detector_app(
             # less makes such a broker spin.
             "fetch.wait.max.ms": 5,
         },
-        # Anomalies are few and wanted at once; checkpoints flush the producer anyway.
-        producer_extra_config={"linger.ms": 1},
+        processing_guarantee=processing_guarantee,
+        producer_extra_config=producer_config,
     )
     topics = contract_topics(app, broker, feed, list(Stream))
     config = config or DetectorConfig()

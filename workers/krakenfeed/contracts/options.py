@@ -190,6 +190,25 @@ DETECT_OPTIONS: Final = (
             " 0.25 keeps a row's p99 delay under 1 s and cost no throughput when measured"
         ),
     ),
+    Option(
+        flag="--processing-guarantee",
+        default="exactly-once",
+        choices=("exactly-once", "at-least-once"),
+        help=(
+            "exactly-once: anomalies, dead letters, state changes and offsets are one Kafka"
+            " transaction per checkpoint; at-least-once may repeat them on the anomalies topic"
+            " after a crash (PostgreSQL rows are upserts either way)"
+        ),
+    ),
+    Option(
+        flag="--instance-id",
+        help=(
+            "a name for this replica that stays the same across its restarts and differs"
+            " from every other replica's (a StatefulSet pod name): its Kafka transactional id,"
+            " so a restarted replica fences the transaction its crashed run left open"
+            " instead of waiting for it to time out; omitted, each run picks a random one"
+        ),
+    ),
 )
 
 TOPIC_OPTIONS: Final = tuple(

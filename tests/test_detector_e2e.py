@@ -223,6 +223,7 @@ class _OutageAfterFirstWrite(PostgresSink):
         self._database = database
         self.written_at_cut: int | None = None
         self.cut_at = 0.0
+        self.health_seen: set[str] = set()
 
     def write_values(self, items: Any) -> None:
         super().write_values(items)
@@ -270,6 +271,7 @@ def test_a_postgresql_outage_pauses_the_detector_and_loses_nothing(
     restored = [False]
 
     def recovered() -> bool:
+        sink.health_seen.add(sink.health)
         restored[0] = restored[0] or sink.restore_after(2.0)
         return restored[0] and sink.written["Ticker"] + sink.written["Trade"] >= markets
 
@@ -279,6 +281,8 @@ def test_a_postgresql_outage_pauses_the_detector_and_loses_nothing(
         sink.close()
     assert sink.written_at_cut is not None
     assert 0 < sink.written_at_cut < markets, "the outage hit mid-stream"
+    assert sink.health_seen == {"ok", "database unavailable"}
+    assert sink.health == "ok"
     with psycopg.connect(postgres_url) as conn:
         counts = conn.execute(
             "SELECT (SELECT count(*) FROM ticker), (SELECT count(*) FROM trades)"

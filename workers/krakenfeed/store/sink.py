@@ -180,7 +180,14 @@ _ROUTES: dict[type, tuple[_Target, Callable[[str, Any], Row]]] = {
 _ENCODED: dict[type, _Target] = {Ticker: _TICKER, Trade: _TRADES}
 
 _MAINTENANCE_EVERY_MS = 3_600_000
-_MAX_RETRY_S = 30.0
+_MAX_RETRY_S = 5.0
+"""The longest pause between attempts while PostgreSQL is away: also how long the
+detector may stay paused after it is back."""
+_LOG_EVERY_ATTEMPTS = 10
+"""During an outage, one line for the first failed attempt, then one per this many."""
+
+DATABASE_AVAILABLE: Final = "ok"
+DATABASE_UNAVAILABLE: Final = "database unavailable"
 
 
 class PostgresSink(BatchingSink):
@@ -230,6 +237,8 @@ class PostgresSink(BatchingSink):
         self._clock_ms = clock_ms
         self._next_maintenance_ms = 0
         self._outages = 0
+        """Failed attempts in a row: the current outage's length, in attempts."""
+        self._unavailable_since: float | None = None
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._partitions: set[tuple[str, date]] = set()
         self.rows_inserted = 0
@@ -237,8 +246,19 @@ class PostgresSink(BatchingSink):
         self.written: Counter[str] = Counter()
         """Records whose rows are committed (new or already there), by record type."""
 
+    @property
+    def health(self) -> str:
+        """``"ok"``, or ``"database unavailable"`` from the first failed attempt to
+        reach PostgreSQL until a write succeeds again."""
+        return DATABASE_AVAILABLE if self._unavailable_since is None else DATABASE_UNAVAILABLE
+
     def setup(self) -> None:
-        self._connection()
+        """Connect and migrate; a database that is away at start is an outage like
+        any other (the first write backpressures), not a reason to exit."""
+        try:
+            self._connection()
+        except (psycopg.OperationalError, StoreConnectionError) as exc:
+            self._unavailable(exc)
 
     def add(
         self,
@@ -363,18 +383,42 @@ class PostgresSink(BatchingSink):
             # PostgreSQL is unreachable. Backpressure makes quixstreams drop this batch,
             # pause, and resume from the last committed offsets: nothing is committed
             # past rows that were never written, and the replayed rows are upserts.
-            if self._conn is not None:
-                self._conn.close()
-            self._outages += 1
-            retry_after = min(_MAX_RETRY_S, 0.5 * 2 ** (self._outages - 1))
+            raise SinkBackpressureError(self._unavailable(exc)) from None
+        if self._unavailable_since is not None:
             log.warning(
-                "PostgreSQL unavailable (%s); retrying in %.1fs from the last commit",
-                exc,
-                retry_after,
+                "PostgreSQL available again after %.1fs (%d failed attempts); resuming",
+                time.monotonic() - self._unavailable_since,
+                self._outages,
             )
-            raise SinkBackpressureError(retry_after) from None
+            self._unavailable_since = None
         self._outages = 0
         self.written.update(kinds)
+
+    def _unavailable(self, exc: Exception) -> float:
+        """Note a failed attempt to reach PostgreSQL; returns the seconds to wait
+        before the next. Logs the first and then every ``_LOG_EVERY_ATTEMPTS``-th."""
+        if self._conn is not None:
+            self._conn.close()
+        self._outages += 1
+        retry_after = min(_MAX_RETRY_S, 0.5 * 2.0 ** min(self._outages - 1, 16))
+        if self._unavailable_since is None:
+            self._unavailable_since = time.monotonic()
+            log.warning(
+                "%s: PostgreSQL unreachable (%s); pausing, and retrying from the last"
+                " commit with up to %.0fs between attempts",
+                DATABASE_UNAVAILABLE,
+                str(exc).strip(),
+                _MAX_RETRY_S,
+            )
+        elif self._outages % _LOG_EVERY_ATTEMPTS == 0:
+            log.warning(
+                "%s for %.0fs (%d attempts): %s",
+                DATABASE_UNAVAILABLE,
+                time.monotonic() - self._unavailable_since,
+                self._outages,
+                str(exc).strip(),
+            )
+        return retry_after
 
     def _upsert(
         self, rows: dict[_Target, list[Row]], encoded: dict[_Target, list[EncodedRecord]]

@@ -130,6 +130,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
+    import socket
     from pathlib import Path
 
     import msgspec
@@ -150,7 +151,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         state_dir=Path(args.state_dir),
         commit_interval=args.commit_interval_s,
         processing_guarantee=args.processing_guarantee,
-        instance_id=args.instance_id,
+        # The host name is the pod name on Kubernetes: kept across container
+        # restarts, different for every replica.
+        instance_id=args.instance_id or socket.gethostname(),
     )
     try:
         app.run()

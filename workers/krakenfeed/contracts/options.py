@@ -204,9 +204,10 @@ DETECT_OPTIONS: Final = (
         flag="--instance-id",
         help=(
             "a name for this replica that stays the same across its restarts and differs"
-            " from every other replica's (a StatefulSet pod name): its Kafka transactional id,"
-            " so a restarted replica fences the transaction its crashed run left open"
-            " instead of waiting for it to time out; omitted, each run picks a random one"
+            " from every other replica's: its Kafka transactional id, so a restarted replica"
+            " fences the transaction its crashed run left open instead of waiting for it to"
+            " time out; defaults to the host name (the pod name on Kubernetes), so give each"
+            " replica of a feed on one host its own"
         ),
     ),
 )

@@ -106,6 +106,20 @@ def _krakenfeed_rate(
     feed = FeedId("bench", f"detect-{uuid.uuid4().hex[:8]}")
     _publish(servers, feed, records)
     sink = _TimedSink(feed, servers.postgres.url)
+    _detect_until_written(servers, feed, sink, guarantee, len(records), 300)
+    assert sink.first_add is not None
+    return len(records) / (sink.last_flush - sink.first_add)
+
+
+def _detect_until_written(
+    servers: Servers,
+    feed: FeedId,
+    sink: _TimedSink,
+    guarantee: ProcessingGuarantee,
+    markets: int,
+    timeout: float,
+) -> None:
+    """Run the detector on ``feed`` until ``markets`` market records are in PostgreSQL."""
     with tempfile.TemporaryDirectory() as state_dir:
         app, _ = build_detector_app(
             feed,
@@ -117,14 +131,12 @@ def _krakenfeed_rate(
         try:
             run_until(
                 app,
-                lambda: sink.written["Ticker"] + sink.written["Trade"] >= len(records),
-                300,
-                "every record in PostgreSQL",
+                lambda: sink.written["Ticker"] + sink.written["Trade"] >= markets,
+                timeout,
+                f"{markets} market records in PostgreSQL",
             )
         finally:
             sink.close()
-    assert sink.first_add is not None
-    return len(records) / (sink.last_flush - sink.first_add)
 
 
 def _baseline_rate(servers: Servers, records: list[Ticker | Trade]) -> float:
@@ -252,26 +264,13 @@ def _latency(
     reader = threading.Thread(target=read_anomalies, daemon=True)
     reader.start()
     pacer.start()
-    with tempfile.TemporaryDirectory() as state_dir:
-        detector, _ = build_detector_app(
-            feed,
-            servers.kafka.bootstrap,
-            sink=sink,
-            state_dir=Path(state_dir),
-            processing_guarantee=guarantee,
-        )
-        try:
-            run_until(
-                detector,
-                lambda: sink.written["Ticker"] + sink.written["Trade"] >= len(records),
-                LATENCY_WARMUP_S + LATENCY_SECONDS + 120,
-                "every paced record written",
-            )
-        finally:
-            sink.close()
-            done.set()
-            reader.join()
-            pacer.join()
+    try:
+        timeout = LATENCY_WARMUP_S + LATENCY_SECONDS + 120
+        _detect_until_written(servers, feed, sink, guarantee, len(records), timeout)
+    finally:
+        done.set()
+        reader.join()
+        pacer.join()
     measured = [(a, seen) for a, seen in received if a.event_time_ms >= paced_from]
     to_topic = [seen - a.event_time_ms for a, seen in measured if _record_triggered(a)]
     to_row = [committed - t for t, committed in sink.committed if t >= paced_from]

@@ -153,10 +153,11 @@ class Detect:
         Bounded by the feed's products."""
 
     def __call__(self, value: bytes, key: Any, timestamp_ms: int, headers: Any, state: Any) -> None:
+        context = message_context()
         record = self._decode(value, timestamp_ms)
         if isinstance(record, DeadLetter):
             self._publish(self._dead_letters, record, record_timestamp_ms(record))
-            self._store(record)
+            self._put(context.topic, context.partition, record)
             return
         engine = self._engine
         stored = state.get_bytes(_STATE_KEY)
@@ -174,21 +175,17 @@ class Detect:
         watch = self._watch
         if watch is not None:
             watch.before(key, product_state)
-        anomalies = engine.process(
-            product_state, record, record_timestamp_ms(record), self._clock_ns()
-        )
+        event_time_ms = record_timestamp_ms(record)
+        anomalies = engine.process(product_state, record, event_time_ms, self._clock_ns())
         if watch is not None:
-            watch.seen(key, message_context().partition, product_state)
+            watch.seen(key, context.partition, product_state)
         encoded_state = encode_state(product_state)
         state.set_bytes(_STATE_KEY, encoded_state)
         self._decoded[key] = (encoded_state, product_state)
         for anomaly in anomalies:
             self._publish(self._anomalies, anomaly, anomaly.event_time_ms)
-        self._store([EncodedRecord(type(record), record_timestamp_ms(record), value), *anomalies])
-
-    def _store(self, value: Any) -> None:
-        context = message_context()
-        self._put(context.topic, context.partition, value)
+        row = EncodedRecord(type(record), event_time_ms, value)
+        self._put(context.topic, context.partition, [row, *anomalies])
 
     def _publish(self, topic_name: str, record: Anomaly | DeadLetter, timestamp: int) -> None:
         self._produce(
@@ -242,7 +239,6 @@ class SilenceWatch:
         self._reported: dict[str, int] = {}
         """Per product: the last event time of the silence already reported."""
         self._unwritten: list[Anomaly] = []
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def before(self, product: str, state: ProductState) -> None:
@@ -252,7 +248,7 @@ class SilenceWatch:
     def seen(self, product: str, partition: int, state: ProductState) -> None:
         self._products[product] = (partition, state)
         if self._thread is None:
-            self.start()
+            self._start()
 
     def check(self) -> list[Anomaly]:
         """Report the products that went silent since the last check."""
@@ -290,19 +286,15 @@ class SilenceWatch:
                 log.debug("silence report not written yet: %s", exc)
         return found
 
-    def start(self) -> None:
-        """Check every ``interval_s`` until ``stop``, or until the stream's consumer
-        is closed (the Application stopped)."""
+    def _start(self) -> None:
+        """Check every ``interval_s`` until the stream's consumer is closed (the
+        Application stopped)."""
         self._thread = threading.Thread(target=self._run, name="silence-watch", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-
     def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
+        while True:
+            time.sleep(self._interval_s)
             try:
                 self.check()
             except RuntimeError:  # confluent-kafka: the consumer is closed

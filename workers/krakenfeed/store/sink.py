@@ -312,9 +312,13 @@ class PostgresSink(BatchingSink):
         self._write_error = None
 
     def _hand_over(self, values: list[Any]) -> None:
+        self._writes.append(self._on_writer(self._write_behind, values))
+
+    def _on_writer(self, write: Callable[[list[Any]], None], values: list[Any]) -> Future[None]:
+        """Run ``write(values)`` on the one writer thread, after the writes before it."""
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="postgres-sink")
-        self._writes.append(self._writer.submit(self._write_behind, values))
+        return self._writer.submit(write, values)
 
     def _write_behind(self, values: list[Any]) -> None:
         if self._write_error is not None:
@@ -350,9 +354,7 @@ class PostgresSink(BatchingSink):
     def write_now(self, records: list[Any]) -> None:
         """Write records that belong to no checkpoint (the wall-clock stale reports)
         on the writer thread, and wait; raises what the write raised."""
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="postgres-sink")
-        self._writer.submit(self.write_values, records).result()
+        self._on_writer(self.write_values, records).result()
 
     def write(self, batch: SinkBatch) -> None:
         self.write_values(item.value for item in batch)

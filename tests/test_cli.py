@@ -105,3 +105,39 @@ def test_a_bad_detector_config_names_the_field_before_anything_starts() -> None:
     )
     with pytest.raises(SystemExit, match=r"--detector-config: .* `\$\.price_jump\.threshold`"):
         args.handler(args)
+
+
+def test_the_topics_the_operator_overrides_are_the_topics_the_workers_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import msgspec
+
+    from krakenfeed.cli import _feed
+    from krakenfeed.contracts import KrakenFeedSpec, Stream, topic
+    from krakenfeed_operator.builders import Owner, shared_env, topic_names
+
+    owner = Owner("markets", "btc", "uid-1")
+    spec = msgspec.convert(
+        {
+            "sources": [{"api": "futures", "products": ["PI_XBTUSD"]}],
+            "kafka": {"topics": {"anomalies": "alerts", "dlq": "btc.dead-letters"}},
+        },
+        KrakenFeedSpec,
+    )
+    for name, value in shared_env(owner, spec).items():
+        monkeypatch.setenv(name, value)
+    for command in ("ingest", "detect"):
+        argv = [command] + (["--api", "futures", "--products", "PI_XBTUSD"] * (command == "ingest"))
+        feed = _feed(build_parser().parse_args(argv))
+        assert {stream: topic(feed, stream) for stream in Stream} == topic_names(owner, spec)
+        assert topic(feed, Stream.ANOMALIES) == "alerts"
+        assert topic(feed, Stream.TICKER) == "krakenfeed.markets.btc.ticker"
+
+
+def test_a_topic_override_that_kafka_would_refuse_names_its_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KRAKENFEED_DLQ_TOPIC", "dead letters")
+    args = build_parser().parse_args(["detect", "--feed", "btc"])
+    with pytest.raises(SystemExit, match=r"--<stream>-topic: dlq topic 'dead letters'"):
+        args.handler(args)

@@ -18,8 +18,10 @@ from krakenfeed.contracts import (
     DETECT_OPTIONS,
     INGEST_OPTIONS,
     POSTGRES_OPTIONS,
+    TOPIC_OPTIONS,
     FeedId,
     Option,
+    Stream,
     env_var,
     product_id_problem,
 )
@@ -86,9 +88,16 @@ def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> N
 
 def _feed(args: argparse.Namespace) -> FeedId:
     try:
-        return FeedId(args.namespace, args.feed)
+        feed = FeedId(args.namespace, args.feed)
     except ValueError as exc:
         raise SystemExit(f"krakenfeed: --namespace/--feed: {exc}") from None
+    overrides = {
+        stream: name for stream in Stream if (name := getattr(args, f"{stream.value}_topic", None))
+    }
+    try:
+        return feed.with_topics(overrides)
+    except ValueError as exc:
+        raise SystemExit(f"krakenfeed: --<stream>-topic: {exc}") from None
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
@@ -179,14 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser(
         "ingest", help="read a Kraken WebSocket API and produce validated records to Kafka"
     )
-    add_options(ingest, (*COMMON_OPTIONS, *INGEST_OPTIONS))
+    add_options(ingest, (*COMMON_OPTIONS, *TOPIC_OPTIONS, *INGEST_OPTIONS))
     ingest.set_defaults(handler=_cmd_ingest)
 
     detect = commands.add_parser(
         "detect",
         help="detect anomalies in a feed's records; write them to Kafka and PostgreSQL",
     )
-    add_options(detect, (*COMMON_OPTIONS, *POSTGRES_OPTIONS, *DETECT_OPTIONS))
+    add_options(detect, (*COMMON_OPTIONS, *TOPIC_OPTIONS, *POSTGRES_OPTIONS, *DETECT_OPTIONS))
     detect.set_defaults(handler=_cmd_detect)
 
     from krakenfeed.replay.command import register as register_replay_server

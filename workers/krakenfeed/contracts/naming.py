@@ -15,6 +15,7 @@ LOCAL_NAMESPACE: Final = "local"
 # Both are also legal inside a Kafka topic name, which allows [a-zA-Z0-9._-].
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_KAFKA_TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
 
 class Stream(StrEnum):
@@ -34,6 +35,9 @@ class FeedId(msgspec.Struct, frozen=True):
 
     namespace: str
     name: str
+    topic_overrides: tuple[tuple[str, str], ...] = ()
+    """``(stream, topic)`` pairs from the KrakenFeed's ``spec.kafka.topics``: these
+    streams use the given topic instead of the contract's name."""
 
     def __post_init__(self) -> None:
         if not _DNS_LABEL.match(self.namespace):
@@ -46,6 +50,20 @@ class FeedId(msgspec.Struct, frozen=True):
                 f"feed name {self.name!r} is not a DNS-1123 subdomain "
                 "(lower-case letters, digits, '-' and '.', at most 253 characters)"
             )
+        streams = {stream.value for stream in Stream}
+        for stream, name in self.topic_overrides:
+            if stream not in streams:
+                raise ValueError(f"topic override for {stream!r}, which is not a stream")
+            if not _KAFKA_TOPIC.match(name) or name in {".", ".."}:
+                raise ValueError(
+                    f"{stream} topic {name!r} is not a Kafka topic name"
+                    " (letters, digits, '.', '_' and '-', at most 249 characters)"
+                )
+
+    def with_topics(self, overrides: dict[Stream, str]) -> FeedId:
+        """The same feed with these streams' topics overridden."""
+        pairs = tuple(sorted((stream.value, name) for stream, name in overrides.items()))
+        return FeedId(self.namespace, self.name, pairs)
 
     @classmethod
     def parse(cls, text: str) -> FeedId:
@@ -58,7 +76,10 @@ class FeedId(msgspec.Struct, frozen=True):
 
 
 def topic(feed: FeedId, stream: Stream) -> str:
-    """``krakenfeed.<namespace>.<name>.<stream>``."""
+    """``krakenfeed.<namespace>.<name>.<stream>``, unless the feed overrides it."""
+    for overridden, name in feed.topic_overrides:
+        if overridden == stream.value:
+            return name
     return f"krakenfeed.{feed.namespace}.{feed.name}.{stream.value}"
 
 

@@ -220,7 +220,7 @@ TOPIC_OPTIONS: Final = tuple(
     for stream in ("ticker", "trade", "dlq", "quality", "anomalies")
 )
 """Topic-name overrides from a KrakenFeed's spec.kafka.topics. The operator sets these
-variables only for overridden streams; the workers do not read them yet."""
+variables only for overridden streams; ingest and detect read them into the FeedId."""
 
 OPERATOR_OPTIONS: Final = (
     Option(

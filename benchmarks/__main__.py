@@ -2,6 +2,7 @@ import sys
 
 from benchmarks import (  # noqa: F401  (each module registers its benchmark)
     detector_throughput,
+    end_to_end,
     ingest_throughput,
     operator_reconcile,
     reconnect_recovery,

@@ -24,6 +24,7 @@ from benchmarks.runner import Measurement, Result, Servers, benchmark
 from krakenfeed.contracts import (
     Anomaly,
     FeedId,
+    Source,
     Stream,
     Ticker,
     Trade,
@@ -86,7 +87,7 @@ class _TimedSink(PostgresSink):
         self._timestamps.clear()
 
 
-def _publish(servers: Servers, feed: FeedId, records: list[Ticker | Trade]) -> None:
+def publish(servers: Servers, feed: FeedId, records: list[Ticker | Trade]) -> None:
     app = make_application(servers.kafka.bootstrap)
     topics = contract_topics(app, servers.kafka.bootstrap, feed, list(Stream))
     with app.get_producer() as producer:
@@ -104,7 +105,7 @@ def _krakenfeed_rate(
     guarantee: ProcessingGuarantee = "exactly-once",
 ) -> float:
     feed = FeedId("bench", f"detect-{uuid.uuid4().hex[:8]}")
-    _publish(servers, feed, records)
+    publish(servers, feed, records)
     sink = _TimedSink(feed, servers.postgres.url)
     _detect_until_written(servers, feed, sink, guarantee, len(records), 300)
     assert sink.first_add is not None
@@ -142,7 +143,7 @@ def _detect_until_written(
 def _baseline_rate(servers: Servers, records: list[Ticker | Trade]) -> float:
     """The same two topics, each through one stateful apply that counts per key."""
     feed = FeedId("bench", f"baseline-{uuid.uuid4().hex[:8]}")
-    _publish(servers, feed, records)
+    publish(servers, feed, records)
     seen = {"count": 0, "first": 0.0, "last": 0.0}
 
     def count(value: bytes, state: Any) -> bytes:
@@ -168,14 +169,17 @@ def _baseline_rate(servers: Servers, records: list[Ticker | Trade]) -> float:
     return len(records) / (seen["last"] - seen["first"])
 
 
-def _realtime_market() -> tuple[list[Ticker | Trade], int]:
-    """LATENCY_MARKETS seeded markets, each under its own product names, merged into
-    one stream of about LATENCY_RATE events per second of market time, and the
-    market time at which pacing starts: everything before it is warm-up."""
+def realtime_market(
+    markets: int = LATENCY_MARKETS, source: Source | None = None
+) -> tuple[list[Ticker | Trade], int]:
+    """``markets`` seeded markets, each under its own product names, merged into
+    one stream (LATENCY_MARKETS: about LATENCY_RATE events per second of market
+    time), and the market time at which pacing starts: everything before it is
+    warm-up. With ``source``, only that API's product of each market."""
     records: list[Ticker | Trade] = []
     start_ms = 1_786_046_338_000
     end_ms = start_ms + (LATENCY_WARMUP_S + LATENCY_SECONDS) * 1000
-    for market in range(LATENCY_MARKETS):
+    for market in range(markets):
         names = {FUTURES: f"PF_B{market:03d}USD", SPOT: f"B{market:03d}/USD"}
         # The generator schedules an anomaly only where its episode fits, 100 s
         # past the warm-up: the first one falls in the paced part, which is cut
@@ -190,7 +194,7 @@ def _realtime_market() -> tuple[list[Ticker | Trade], int]:
         records += (
             msgspec.structs.replace(record, product=names[record.product])
             for record in generated.records
-            if record_timestamp_ms(record) < end_ms
+            if record_timestamp_ms(record) < end_ms and source in (None, record.source)
         )
     records.sort(key=record_timestamp_ms)
     return records, start_ms + LATENCY_WARMUP_S * 1000
@@ -207,12 +211,12 @@ def _latency(
     the wall clock reaches its timestamp. The warm-up (LATENCY_WARMUP_S of market)
     is produced at once, and the detector works through it before pacing starts.
     Only records and anomalies from the paced part are measured, and on the topic
-    only anomalies raised by a record (see ``_record_triggered``).
+    only anomalies raised by a record (see ``record_triggered``).
     """
     feed = FeedId("bench", f"latency-{uuid.uuid4().hex[:8]}")
-    market, paced_from = _realtime_market()
+    market, paced_from = realtime_market()
     shift_ms = int(time.time() * 1000 + PACING_DELAY_S * 1000) - paced_from
-    records = [_shifted(record, shift_ms) for record in market]
+    records = [shifted(record, shift_ms) for record in market]
     paced_from += shift_ms
     split = next(i for i, r in enumerate(records) if record_timestamp_ms(r) >= paced_from)
     app = make_application(servers.kafka.bootstrap)
@@ -231,24 +235,6 @@ def _latency(
                 stream = Stream.TICKER if type(record) is Ticker else Stream.TRADE
                 produce_records(producer, topics[stream].name, [record])
 
-    def read_anomalies() -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": servers.kafka.bootstrap,
-                "group.id": f"{feed.name}-reader",
-                "fetch.wait.max.ms": 5,
-                # The detector publishes in exactly-once transactions.
-                "isolation.level": "read_committed",
-            }
-        )
-        consumer.assign([TopicPartition(topic(feed, Stream.ANOMALIES), 0, OFFSET_BEGINNING)])
-        while not done.is_set():
-            # poll, not consume(num_messages=…): consume waits for its whole batch.
-            message = consumer.poll(0.05)
-            if message is not None and message.error() is None:
-                received.append((decode_record(message.value(), Anomaly), time.time() * 1000))
-        consumer.close()
-
     slack: list[float] = []
     """Seconds between the detector finishing the warm-up and the first paced record
     (negative: it was still busy, and the first latencies include its backlog)."""
@@ -261,7 +247,9 @@ def _latency(
 
     produce(records[:split], paced=False)
     pacer = threading.Thread(target=pace)
-    reader = threading.Thread(target=read_anomalies, daemon=True)
+    reader = threading.Thread(
+        target=read_anomalies, args=(servers.kafka.bootstrap, feed, done, received), daemon=True
+    )
     reader.start()
     pacer.start()
     try:
@@ -272,12 +260,35 @@ def _latency(
         reader.join()
         pacer.join()
     measured = [(a, seen) for a, seen in received if a.event_time_ms >= paced_from]
-    to_topic = [seen - a.event_time_ms for a, seen in measured if _record_triggered(a)]
+    to_topic = [seen - a.event_time_ms for a, seen in measured if record_triggered(a)]
     to_row = [committed - t for t, committed in sink.committed if t >= paced_from]
     return to_topic, to_row, Counter(a.detector for a, _ in measured), slack[0]
 
 
-def _record_triggered(anomaly: Anomaly) -> bool:
+def read_anomalies(
+    bootstrap: str, feed: FeedId, done: threading.Event, received: list[tuple[Anomaly, float]]
+) -> None:
+    """Append each anomaly of ``feed`` with the wall-clock time it was read (ms), until
+    ``done``."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{feed.name}-reader",
+            "fetch.wait.max.ms": 5,
+            # The detector publishes in exactly-once transactions.
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.assign([TopicPartition(topic(feed, Stream.ANOMALIES), 0, OFFSET_BEGINNING)])
+    while not done.is_set():
+        # poll, not consume(num_messages=…): consume waits for its whole batch.
+        message = consumer.poll(0.05)
+        if message is not None and message.error() is None:
+            received.append((decode_record(message.value(), Anomaly), time.time() * 1000))
+    consumer.close()
+
+
+def record_triggered(anomaly: Anomaly) -> bool:
     """Whether the anomaly's event time is that of the record that raised it. Not
     so for the likelihood detector (the end of the interval it scored, which it
     scores when a later trade arrives) nor for a silence noticed on the wall clock
@@ -285,7 +296,7 @@ def _record_triggered(anomaly: Anomaly) -> bool:
     return anomaly.detector != "likelihood" and anomaly.context.get("kind") != "silent"
 
 
-def _shifted(record: Ticker | Trade, shift_ms: int) -> Ticker | Trade:
+def shifted(record: Ticker | Trade, shift_ms: int) -> Ticker | Trade:
     exchange_ms = record.exchange_time_ms
     return msgspec.structs.replace(
         record,
@@ -294,7 +305,7 @@ def _shifted(record: Ticker | Trade, shift_ms: int) -> Ticker | Trade:
     )
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
         if len(values) > 1
@@ -331,20 +342,20 @@ def detector_throughput(servers: Servers) -> Result:
             "paced_anomalies_by_detector": dict(detectors),
             "warmup_done_before_pacing_s": round(slack_s, 2),
             "to_anomaly_topic_ms": {
-                "p50": _percentile(anomaly_ms, 50),
-                "p99": _percentile(anomaly_ms, 99),
+                "p50": percentile(anomaly_ms, 50),
+                "p99": percentile(anomaly_ms, 99),
             },
-            "to_committed_row_ms": {"p50": _percentile(row_ms, 50), "p99": _percentile(row_ms, 99)},
+            "to_committed_row_ms": {"p50": percentile(row_ms, 50), "p99": percentile(row_ms, 99)},
             "at_least_once": {
                 "anomalies_measured": len(alo_anomaly_ms),
                 "warmup_done_before_pacing_s": round(alo_slack_s, 2),
                 "to_anomaly_topic_ms": {
-                    "p50": _percentile(alo_anomaly_ms, 50),
-                    "p99": _percentile(alo_anomaly_ms, 99),
+                    "p50": percentile(alo_anomaly_ms, 50),
+                    "p99": percentile(alo_anomaly_ms, 99),
                 },
                 "to_committed_row_ms": {
-                    "p50": _percentile(alo_row_ms, 50),
-                    "p99": _percentile(alo_row_ms, 99),
+                    "p50": percentile(alo_row_ms, 50),
+                    "p99": percentile(alo_row_ms, 99),
                 },
             },
         },

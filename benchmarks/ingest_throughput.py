@@ -11,7 +11,6 @@ The replay server runs in its own process on the other core.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -22,14 +21,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import msgspec
 import websocket
 from confluent_kafka import Producer
 
-from benchmarks.runner import Measurement, Result, Servers, benchmark
+from benchmarks.baseline_processes import bare_loop, tutorial_loop
+from benchmarks.runner import Measurement, Result, Servers, benchmark, other_cores
 from krakenfeed.contracts import FeedId
 from krakenfeed.embedded import wait_until
-from krakenfeed.ingest.frames import FuturesData, FuturesTicker
 from krakenfeed.ingest.protocol import FuturesProtocol
 from krakenfeed.ingest.worker import IngestSettings, IngestWorker
 from krakenfeed.kafka import PRODUCER_CONFIG, make_application
@@ -42,31 +40,15 @@ ROUNDS = 3
 
 
 @contextmanager
-def replay_server() -> Iterator[str]:
-    """``krakenfeed replay-server`` at max pace, pinned away from the measured core."""
-    measured = max(os.sched_getaffinity(0))
-    others = (os.cpu_count() or 1) - 1
-    other_core = {c for c in range(others + 1) if c != measured} or {measured}
+def replay_server(*options: str) -> Iterator[str]:
+    """``krakenfeed replay-server OPTIONS…``, pinned away from the measured core;
+    yields its futures URL."""
+    cores = other_cores()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "krakenfeed",
-            "replay-server",
-            "--generate-products",
-            ",".join(PRODUCTS),
-            "--generate-count",
-            str(FRAMES_PER_STREAM),
-            "--seed",
-            str(SEED),
-            "--pace",
-            "max",
-            "--keep-times",
-            "true",
-        ],
+        [sys.executable, "-m", "krakenfeed", "replay-server", *options],
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: os.sched_setaffinity(0, other_core),  # noqa: PLW1509
+        preexec_fn=lambda: os.sched_setaffinity(0, cores),  # noqa: PLW1509
     )
     try:
         assert process.stdout is not None
@@ -115,24 +97,10 @@ def _krakenfeed(url: str, broker: str, frames: int) -> tuple[float, int]:
 def _bare_loop(url: str, broker: str, frames: int) -> float:
     topic = f"bench.bare.{uuid.uuid4().hex[:8]}"
     producer = Producer({"bootstrap.servers": broker, **PRODUCER_CONFIG})
-    decode = msgspec.json.Decoder(FuturesData).decode
-    encode = msgspec.json.Encoder().encode
     started = time.perf_counter()
     ws = websocket.create_connection(url, skip_utf8_validation=True)
     _subscribe(ws)
-    seen = 0
-    while seen < frames:
-        _, data = ws.recv_data()
-        if b'"event"' in data or b'"heartbeat"' in data:
-            continue
-        frame = decode(data)
-        seen += 1
-        if type(frame) is FuturesTicker and frame.bid > frame.ask:
-            continue
-        producer.produce(topic, encode(frame), getattr(frame, "product_id", None))
-        if not seen % 1000:
-            producer.poll(0)
-    producer.flush()
+    bare_loop(ws, producer, topic, frames)
     seconds = time.perf_counter() - started
     ws.close()
     return seconds
@@ -145,16 +113,7 @@ def _tutorial(url: str, broker: str, frames: int) -> float:
     started = time.perf_counter()
     ws = websocket.create_connection(url)
     _subscribe(ws)
-    seen = 0
-    while seen < frames:
-        message = json.loads(ws.recv())
-        if "event" in message or message.get("feed") == "heartbeat":
-            continue
-        seen += 1
-        producer.produce(
-            topic, json.dumps(message).encode(), key=message.get("product_id", "").encode()
-        )
-    producer.flush()
+    tutorial_loop(ws, producer, topic, frames)
     seconds = time.perf_counter() - started
     ws.close()
     return seconds
@@ -171,7 +130,9 @@ def ingest_throughput(servers: Servers) -> Result:
     # Interleaved rounds, median of each: this shared machine's noise moves single
     # runs by ±10%, more than the margins being measured.
     bares, tutorials, ours = [], [], []
-    with replay_server() as url:
+    generated = ["--generate-products", ",".join(PRODUCTS), "--generate-count"]
+    generated += [str(FRAMES_PER_STREAM), "--seed", str(SEED), "--pace", "max"]
+    with replay_server(*generated, "--keep-times", "true") as url:
         for _ in range(ROUNDS):
             bares.append(_bare_loop(url, broker, frames))
             tutorials.append(_tutorial(url, broker, frames))

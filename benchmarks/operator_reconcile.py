@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tests.kube_emulator import Emulator, emulator
 
-from benchmarks.runner import Measurement, Result, Servers, benchmark
+from benchmarks.runner import Measurement, Result, Servers, benchmark, other_cores, rss_mb
 from krakenfeed.contracts import API_VERSION, CRD_KIND, parse_spec
 from krakenfeed_operator.builders import Owner, build_children
 
@@ -45,23 +45,11 @@ AT_ONCE = 100
 _PLURALS = {"ConfigMap": "configmaps", "Deployment": "deployments", "KafkaTopic": "kafkatopics"}
 
 
-def _other_core() -> set[int]:
-    measured = max(os.sched_getaffinity(0))
-    return {c for c in range(os.cpu_count() or 1) if c != measured} or {measured}
-
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def _rss_peak_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 @contextmanager
@@ -74,7 +62,7 @@ def _process(kube: Emulator, command: list[str]) -> Iterator[subprocess.Popen[by
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        os.sched_setaffinity(process.pid, _other_core())
+        os.sched_setaffinity(process.pid, other_cores())
         try:
             yield process
         finally:
@@ -161,7 +149,7 @@ def operator_reconcile(servers: Servers) -> Result:
         for name in names:
             kube.create(FEEDS, _feed(name))
         all_at_once = _wait_children(kube, names, 120) - started
-        rss = _rss_peak_mb(process.pid)
+        rss = rss_mb(process.pid)
     with emulator([NS]) as kube:
         started = time.monotonic()
         for index in range(AT_ONCE):
@@ -170,7 +158,7 @@ def operator_reconcile(servers: Servers) -> Result:
         idle = [sys.executable, "-m", "kopf", "run", "--standalone", "-n", NS, "-m", "json"]
         with _process(kube, idle) as process:
             time.sleep(3)
-            bare_rss = _rss_peak_mb(process.pid)
+            bare_rss = rss_mb(process.pid)
     p50, p99 = statistics.median(latencies), _percentile(latencies, 0.99)
     return Result(
         name="operator",

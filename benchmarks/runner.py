@@ -41,7 +41,9 @@ class Servers:
 
     @cached_property
     def postgres(self) -> EmbeddedPostgres:
-        return self._start(EmbeddedPostgres(durable=False))
+        # Commit times let the end-to-end benchmark time each row's commit itself.
+        settings = {"track_commit_timestamp": "on"}
+        return self._start(EmbeddedPostgres(durable=False, settings=settings))
 
     def _start(self, server: AbstractContextManager[_Server]) -> _Server:
         pinned = os.sched_getaffinity(0)
@@ -50,6 +52,20 @@ class Servers:
             return self._stack.enter_context(server)
         finally:
             os.sched_setaffinity(0, pinned)
+
+
+def other_cores() -> set[int]:
+    """The cores the servers run on: every core but the measured client's."""
+    measured = max(os.sched_getaffinity(0))
+    return {c for c in range(os.cpu_count() or 1) if c != measured} or {measured}
+
+
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """A process's peak (``VmHWM``) or current (``VmRSS``) resident memory, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 @dataclass

@@ -8,6 +8,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from krakenfeed.embedded.net import free_port
@@ -48,10 +49,17 @@ class EmbeddedPostgres:
     """
 
     def __init__(
-        self, port: int | None = None, *, durable: bool = True, root: Path | None = None
+        self,
+        port: int | None = None,
+        *,
+        durable: bool = True,
+        root: Path | None = None,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.durable = durable
+        self.settings = dict(settings or {})
+        """Further server settings, such as ``track_commit_timestamp=on``."""
         self.kept = root is not None
         self.user = "postgres"
         self._bin = pg_bin_dir()
@@ -92,6 +100,7 @@ class EmbeddedPostgres:
         if not self.durable:
             # Test and benchmark clusters trade crash safety for speed.
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             str(self._bin / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "30",
             "-o", f"-p {self.port} {options}", "-l", str(self._root / "server.log"), "start",

@@ -61,8 +61,13 @@ def other_cores() -> set[int]:
 
 
 def rss_mb(pid: int, field: str = "VmHWM") -> float:
-    """A process's peak (``VmHWM``) or current (``VmRSS``) resident memory, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """A process's peak (``VmHWM``) or current (``VmRSS``) resident memory, in MB;
+    NaN once it has exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return float("nan")
+    for line in status.splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")

@@ -19,6 +19,7 @@ ALL_NAMESPACES = "*"
 class OperatorConfig:
     watch_namespaces: tuple[str, ...]
     liveness_port: int
+    metrics_port: int
     peering: str
     worker_image: str
     resync_interval_s: float

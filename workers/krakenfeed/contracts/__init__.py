@@ -1,7 +1,8 @@
 """The single owner of every name shared between the operator and the workers.
 
 Topic names, consumer groups, record schemas, CLI flags and their environment
-variables, PostgreSQL table keys and the ``KrakenFeed`` spec model are defined
+variables, PostgreSQL table keys, metric names (``contracts.monitoring``) and the
+``KrakenFeed`` spec model are defined
 here and nowhere else. This package is pure: it imports msgspec and the
 standard library only.
 """
@@ -17,6 +18,7 @@ from krakenfeed.contracts.naming import (
 from krakenfeed.contracts.options import (
     COMMON_OPTIONS,
     DETECT_OPTIONS,
+    HTTP_OPTIONS,
     INGEST_OPTIONS,
     OPERATOR_OPTIONS,
     POSTGRES_ENV_VARS,
@@ -85,6 +87,7 @@ __all__ = [
     "CRD_VERSION",
     "DEFAULT_CLUSTER",
     "DETECT_OPTIONS",
+    "HTTP_OPTIONS",
     "INGEST_OPTIONS",
     "LOCAL_NAMESPACE",
     "OPERATOR_OPTIONS",

@@ -60,6 +60,20 @@ COMMON_OPTIONS: Final = (
     ),
 )
 
+HTTP_OPTIONS: Final = (
+    Option(
+        flag="--http-port",
+        default="0",
+        value_type="int",
+        minimum=0,
+        help=(
+            "port of the HTTP endpoint serving GET /metrics (Prometheus), /livez and /readyz;"
+            " 0 (the default) serves none, so several workers share a host without clashing"
+        ),
+    ),
+)
+"""The ingest and detector workers' HTTP endpoint; the operator sets it in pods."""
+
 POSTGRES_OPTIONS: Final = (
     Option(
         flag="--postgres-url",
@@ -235,6 +249,13 @@ OPERATOR_OPTIONS: Final = (
         value_type="int",
         minimum=1,
         help="port of the liveness endpoint GET /healthz",
+    ),
+    Option(
+        flag="--metrics-port",
+        default="0",
+        value_type="int",
+        minimum=0,
+        help="port of the Prometheus endpoint GET /metrics; 0 (the default) serves none",
     ),
     Option(
         flag="--peering",

@@ -16,6 +16,7 @@ from typing import Any
 from krakenfeed.contracts import (
     COMMON_OPTIONS,
     DETECT_OPTIONS,
+    HTTP_OPTIONS,
     INGEST_OPTIONS,
     POSTGRES_OPTIONS,
     TOPIC_OPTIONS,
@@ -135,7 +136,12 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
-    return worker.run()
+    if not args.http_port:
+        return worker.run()
+    from krakenfeed.monitoring.ingest import serving_ingest
+
+    with serving_ingest(worker, args.http_port):
+        return worker.run()
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -188,14 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser(
         "ingest", help="read a Kraken WebSocket API and produce validated records to Kafka"
     )
-    add_options(ingest, (*COMMON_OPTIONS, *TOPIC_OPTIONS, *INGEST_OPTIONS))
+    add_options(ingest, (*COMMON_OPTIONS, *TOPIC_OPTIONS, *INGEST_OPTIONS, *HTTP_OPTIONS))
     ingest.set_defaults(handler=_cmd_ingest)
 
     detect = commands.add_parser(
         "detect",
         help="detect anomalies in a feed's records; write them to Kafka and PostgreSQL",
     )
-    add_options(detect, (*COMMON_OPTIONS, *TOPIC_OPTIONS, *POSTGRES_OPTIONS, *DETECT_OPTIONS))
+    add_options(
+        detect,
+        (*COMMON_OPTIONS, *TOPIC_OPTIONS, *POSTGRES_OPTIONS, *DETECT_OPTIONS, *HTTP_OPTIONS),
+    )
     detect.set_defaults(handler=_cmd_detect)
 
     from krakenfeed.replay.command import register as register_replay_server

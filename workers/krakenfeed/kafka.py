@@ -7,7 +7,7 @@ configured here, so producer durability and topic settings live in one place.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -48,6 +48,7 @@ __all__ = [
     "SinkBatch",
     "StreamingProducer",
     "Topic",
+    "broker_check",
     "contract_topics",
     "make_application",
     "message_context",
@@ -102,6 +103,17 @@ def contract_topics(
         )
         for stream in streams
     }
+
+
+def broker_check(broker: str, timeout_s: float = 2.0) -> Callable[[], None]:
+    """A metadata request on a client of its own: raises unless the cluster answers
+    within ``timeout_s``. For readiness probes, never for the data path."""
+    admin = AdminClient({"bootstrap.servers": broker})
+
+    def check() -> None:
+        admin.list_topics(timeout=timeout_s)
+
+    return check
 
 
 class StreamingProducer(Producer):

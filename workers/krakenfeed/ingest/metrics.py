@@ -18,6 +18,10 @@ class IngestMetrics:
     """Trades and tickers already emitted (a snapshot repeating them), skipped."""
     stale_events: int = 0
     """``stale_product`` events, produced by the monitor thread (not in ``produced``)."""
+    reconnects: Counter[str] = field(default_factory=Counter)
+    """Connections re-established, by the kind of the loss that preceded them."""
+    connect_failures: Counter[str] = field(default_factory=Counter)
+    """Attempts to connect that failed, by kind (``unreachable``, ``upgrade_429``…)."""
     last_frame_ns: dict[str, int] = field(default_factory=dict)
     """Receive time of the latest valid data for each product."""
 

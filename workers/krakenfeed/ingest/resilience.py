@@ -39,36 +39,43 @@ class Disconnect:
     terminal: bool
     code: int | None = None
     """The close code, or the HTTP status of a refused upgrade."""
+    kind: str = "dropped"
+    """A short, bounded name of the cause, for metric labels: ``close_1011``,
+    ``upgrade_429``, ``dropped``, ``unreachable``, ``silent``."""
 
 
 def classify_close(code: int | None, reason: str = "") -> Disconnect:
     """A close frame from the server: 1008 is terminal, every other code retryable."""
     if code is None:
-        return Disconnect("closed without a status code", terminal=False, code=None)
+        return Disconnect("closed without a status code", False, None, "close_none")
     name = _CLOSE_NAMES.get(code, "unknown code")
     cause = f"closed with {code} ({name})" + (f": {reason}" if reason else "")
-    return Disconnect(cause, terminal=code in TERMINAL_CLOSE_CODES, code=code)
+    return Disconnect(cause, code in TERMINAL_CLOSE_CODES, code, f"close_{code}")
 
 
 def classify_upgrade(status: int, detail: str = "") -> Disconnect:
     """An HTTP answer other than 101 to the upgrade: 400/401/403/404 are terminal;
     429, 503 and everything else retryable."""
     cause = f"upgrade refused with HTTP {status}" + (f": {detail}" if detail else "")
-    return Disconnect(cause, terminal=status in TERMINAL_UPGRADE_STATUSES, code=status)
+    return Disconnect(cause, status in TERMINAL_UPGRADE_STATUSES, status, f"upgrade_{status}")
 
 
 def dropped(detail: str) -> Disconnect:
     """The socket ended without a close frame (RFC 6455 calls that 1006)."""
-    return Disconnect(f"dropped without a close frame: {detail}", False, ABNORMAL_CLOSURE)
+    return Disconnect(
+        f"dropped without a close frame: {detail}", False, ABNORMAL_CLOSURE, "dropped"
+    )
 
 
 def unreachable(detail: str) -> Disconnect:
     """No connection at all: refused, reset, DNS, timeout."""
-    return Disconnect(f"cannot connect: {detail}", terminal=False)
+    return Disconnect(f"cannot connect: {detail}", False, kind="unreachable")
 
 
 def silent(seconds: float) -> Disconnect:
-    return Disconnect(f"silent for {seconds:.3f} s: no frame, not even a heartbeat", False)
+    return Disconnect(
+        f"silent for {seconds:.3f} s: no frame, not even a heartbeat", False, kind="silent"
+    )
 
 
 @dataclass(frozen=True)

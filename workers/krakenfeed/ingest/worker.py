@@ -151,6 +151,8 @@ class IngestWorker:
         self.recoveries: deque[Recovery] = deque(maxlen=_RECOVERIES_KEPT)
         """The latest reconnects with their first record, for benchmarks and tests."""
         self.connections = 0
+        self.monitor_beat_ns = monotonic_ns()
+        """When the monitor thread last ticked (monotonic): the liveness probe's clock."""
         self._stop = threading.Event()
         self._ws: websocket.WebSocket | None = None
         self._last_frame_ns = 0
@@ -167,6 +169,11 @@ class IngestWorker:
             self._app, settings.broker, settings.feed, list(_STREAMS.values())
         )
         self._topics = {kind: declared[stream].name for kind, stream in _STREAMS.items()}
+
+    @property
+    def connected(self) -> bool:
+        """Whether a WebSocket to Kraken is open (subscribing or streaming)."""
+        return self._ws is not None
 
     def stop(self) -> None:
         """Ask the loop to finish; safe from a signal handler or another thread.
@@ -250,6 +257,7 @@ class IngestWorker:
             ws, failure = self._open()
             if ws is None:
                 assert failure is not None
+                self.metrics.connect_failures[failure.kind] += 1
                 if failure.terminal:
                     return self._terminal(failure)
                 last_failure = failure
@@ -258,6 +266,7 @@ class IngestWorker:
             backoff.connected(connected_ns)
             recovery = None
             if down is not None:
+                self.metrics.reconnects[down.kind] += 1
                 recovery = Recovery(down.cause, down_since_ns, connected_ns, attempts)
                 self._reconnected(recovery, producer)
             self.connections += 1
@@ -506,6 +515,7 @@ class IngestWorker:
         alive_ns = 0
         """When the monitor last saw the read loop's frame time move (monotonic)."""
         while not self._stop.wait(tick_s):
+            self.monitor_beat_ns = monotonic_ns()
             ws = self._ws
             if ws is None:
                 continue

@@ -90,9 +90,7 @@ def test_readiness_follows_kraken_and_the_broker(
             wait_until(lambda: ready(port) == (200, "ok\n"), 15, "ready with the broker back")
 
 
-def test_a_monitor_thread_that_stopped_ticking_fails_liveness(
-    kafka: Kafka, feed: FeedId
-) -> None:
+def test_a_monitor_thread_that_stopped_ticking_fails_liveness(kafka: Kafka, feed: FeedId) -> None:
     with serving(_session("futures"), []) as server:
         worker = IngestWorker(_settings(kafka, feed, "futures", server.url("futures")))
         with serving_ingest(worker, 0, host="127.0.0.1") as endpoint, running(worker):

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from krakenfeed.contracts import (
@@ -157,8 +158,14 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         config = msgspec.json.decode(args.detector_config or "{}", type=DetectorConfig)
     except msgspec.DecodeError as exc:
         raise SystemExit(f"krakenfeed detect: argument --detector-config: {exc}") from None
+    feed = _feed(args)
+    stats = None
+    if args.http_port:
+        from krakenfeed.monitoring.detector import ConsumerStats
+
+        stats = ConsumerStats()
     app, sink = build_detector_app(
-        _feed(args),
+        feed,
         args.broker,
         args.postgres_url or "",
         config=config,
@@ -169,11 +176,19 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         # The host name is the pod name on Kubernetes: kept across container
         # restarts, different for every replica.
         instance_id=args.instance_id or socket.gethostname(),
+        consumer_stats=stats.update if stats else None,
     )
-    try:
+    with ExitStack() as stack:
+        stack.callback(sink.close)
+        if stats:
+            from krakenfeed.monitoring.detector import serving_detector
+
+            stack.enter_context(
+                serving_detector(
+                    feed, args.broker, args.postgres_url or "", sink, stats, args.http_port
+                )
+            )
         app.run()
-    finally:
-        sink.close()
     return 0
 
 

@@ -72,6 +72,8 @@ from krakenfeed.store import EncodedRecord, PostgresSink
 log = logging.getLogger(__name__)
 
 _STATE_KEY = "engine"
+STATS_INTERVAL_MS = 5_000
+"""How often the consumer hands its statistics to ``consumer_stats``."""
 
 
 class Decoder:
@@ -320,12 +322,15 @@ def build_detector_app(
     retention_days: int = 30,
     clock_ns: Callable[[], int] = time.time_ns,
     silence_check_s: float | None = 1.0,
+    consumer_stats: Callable[[str], None] | None = None,
 ) -> tuple[Application, PostgresSink]:
     """The detector's Application and its sink.
 
     ``instance_id`` names this replica across its restarts (its Kafka transactional
     id): a restart then fences the transaction its killed predecessor left open at
     once, instead of leaving it to time out while ``read_committed`` consumers wait.
+    ``consumer_stats`` receives librdkafka's statistics JSON every few seconds, from
+    the stream's own thread (consumer lag and records consumed, for metrics).
     """
     group = group or consumer_group(feed)
     # Anomalies are few and wanted at once; checkpoints flush the producer anyway.
@@ -347,6 +352,11 @@ def build_detector_app(
             # (Tansu) adds this wait to the latency of a quiet feed's records. Much
             # less makes such a broker spin.
             "fetch.wait.max.ms": 5,
+            **(
+                {"stats_cb": consumer_stats, "statistics.interval.ms": STATS_INTERVAL_MS}
+                if consumer_stats
+                else {}
+            ),
         },
         processing_guarantee=processing_guarantee,
         producer_extra_config=producer_config,

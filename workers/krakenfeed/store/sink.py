@@ -245,6 +245,10 @@ class PostgresSink(BatchingSink):
         """Rows that were new to their table."""
         self.written: Counter[str] = Counter()
         """Records whose rows are committed (new or already there), by record type."""
+        self.anomalies: Counter[tuple[str, str]] = Counter()
+        """Anomalies whose rows are committed, by (detector, product)."""
+        self.on_batch: Callable[[int, float], None] | None = None
+        """Called after each committed write with its records and seconds (metrics)."""
 
     @property
     def health(self) -> str:
@@ -365,6 +369,7 @@ class PostgresSink(BatchingSink):
         rows: dict[_Target, list[Row]] = {}
         encoded: dict[_Target, list[EncodedRecord]] = {}
         kinds: Counter[str] = Counter()
+        anomalies: list[Anomaly] = []
         feed = self._feed
         for item in items:
             # A step may hand over several records of one message as a list (the
@@ -379,6 +384,9 @@ class PostgresSink(BatchingSink):
                 target, to_row = _ROUTES[kind]
                 rows.setdefault(target, []).append(to_row(feed, value))
                 kinds[kind.__name__] += 1
+                if kind is Anomaly:
+                    anomalies.append(value)
+        started = time.perf_counter()
         try:
             self.rows_inserted += self._upsert(rows, encoded)
         except (psycopg.OperationalError, StoreConnectionError) as exc:
@@ -395,6 +403,9 @@ class PostgresSink(BatchingSink):
             self._unavailable_since = None
         self._outages = 0
         self.written.update(kinds)
+        self.anomalies.update((a.detector, a.product) for a in anomalies)
+        if self.on_batch is not None:
+            self.on_batch(kinds.total(), time.perf_counter() - started)
 
     def _unavailable(self, exc: Exception) -> float:
         """Note a failed attempt to reach PostgreSQL; returns the seconds to wait

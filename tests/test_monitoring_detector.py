@@ -1,0 +1,155 @@
+"""The detector's /metrics, /livez and /readyz on a ``krakenfeed detect`` process,
+against the real broker and a PostgreSQL of the test's own, which it stops and
+starts: the counters say what PostgreSQL holds, and readiness follows the broker
+and PostgreSQL as they go away and come back."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from krakenfeed.contracts import FeedId, Stream, topic
+from krakenfeed.contracts import monitoring as m
+from krakenfeed.embedded import EmbeddedKafka, EmbeddedPostgres, free_port, wait_until
+from tests.conftest import RETENTION_DAYS, Kafka
+from tests.scrape import Scrape, live, ready
+from tests.test_detector_e2e import MARKET, _publish
+
+TICKERS = sum(1 for r in MARKET.records if type(r).__name__ == "Ticker")
+TRADES = len(MARKET.records) - TICKERS
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    """A server the test may stop and start again (its data and port kept)."""
+    # Not pytest's tmp_path: PostgreSQL runs as its own user, which must reach it.
+    root = Path(tempfile.mkdtemp(prefix="krakenfeed-monitoring-"))
+    root.chmod(0o755)
+    server = EmbeddedPostgres(durable=False, root=root / "pg").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def detecting(kafka: Kafka, feed: FeedId, url: str, state_dir: Path) -> Iterator[int]:
+    """``krakenfeed detect --http-port P`` in the background; yields P."""
+    port = free_port()
+    log_path = state_dir.parent / f"{feed.name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "krakenfeed", "detect",
+                "--namespace", feed.namespace, "--feed", feed.name,
+                "--broker", kafka.bootstrap, "--postgres-url", url,
+                "--state-dir", str(state_dir),
+                "--retention-days", str(RETENTION_DAYS),
+                "--http-port", str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: _answers(port, process, log_path), 30, "the detector's endpoint")
+        yield port
+        assert process.poll() is None, log_path.read_text()[-3000:]
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _answers(port: int, process: subprocess.Popen[bytes], log_path: Path) -> bool:
+    assert process.poll() is None, log_path.read_text()[-3000:]
+    try:
+        live(port)
+    except OSError:
+        return False
+    return True
+
+
+def _anomalies_by_detector(url: str) -> dict[tuple[str, str], int]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT detector, product, count(*) FROM anomalies GROUP BY 1, 2"
+        ).fetchall()
+    return {(detector, product): n for detector, product, n in rows}
+
+
+def test_the_counters_match_postgresql_and_readiness_follows_it(
+    kafka: Kafka, feed: FeedId, own_postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    _publish(kafka, feed)
+    url = own_postgres.url
+    name = feed.name
+    with detecting(kafka, feed, url, tmp_path / "state") as port:
+
+        def written() -> dict[str, float]:
+            return Scrape(port).by(m.DETECTOR_ROWS_WRITTEN.name, m.RECORD, feed=name)
+
+        wait_until(
+            lambda: written().get("ticker") == TICKERS and written().get("trade") == TRADES,
+            90,
+            f"{TICKERS} tickers and {TRADES} trades written",
+        )
+        wait_until(
+            lambda: (
+                Scrape(port)
+                .by(m.DETECTOR_LAG.name, m.TOPIC, feed=name)
+                .get(topic(feed, Stream.TRADE))
+                == 0
+            ),
+            30,
+            "the consumer's statistics to show the trades consumed",
+        )
+        scrape = Scrape(port)
+        consumed = scrape.by(m.DETECTOR_CONSUMED.name, m.TOPIC, feed=name, partition="0")
+        assert consumed[topic(feed, Stream.TICKER)] == TICKERS
+        assert consumed[topic(feed, Stream.TRADE)] == TRADES
+        lag = scrape.by(m.DETECTOR_LAG.name, m.TOPIC, feed=name, partition="0")
+        assert lag[topic(feed, Stream.TICKER)] == 0
+        anomalies = {
+            (dict(labels)[m.DETECTOR], dict(labels)[m.PRODUCT]): value
+            for labels, value in scrape.samples[m.DETECTOR_ANOMALIES.name].items()
+        }
+        assert anomalies == _anomalies_by_detector(url)
+        assert sum(anomalies.values()) >= 8, "the market holds injected anomalies"
+        records = scrape.value(m.DETECTOR_SINK_BATCH_RECORDS.name + "_sum", feed=name)
+        assert records == sum(scrape.by(m.DETECTOR_ROWS_WRITTEN.name, m.RECORD).values())
+        writes = scrape.value(m.DETECTOR_SINK_BATCH_SECONDS.name + "_count", feed=name)
+        assert 1 <= writes == scrape.value(m.DETECTOR_SINK_BATCH_RECORDS.name + "_count", feed=name)
+        assert ready(port) == (200, "ok\n")
+        assert scrape.value(m.CONNECTED.name, feed=name, peer="postgres") == 1
+
+        own_postgres.stop()
+        wait_until(lambda: "postgres" in ready(port)[1], 15, "not ready without PostgreSQL")
+        assert ready(port)[0] == 503
+        assert Scrape(port).value(m.CONNECTED.name, feed=name, peer="postgres") == 0
+        assert live(port) == (200, "ok\n"), "a missing database is no reason to restart"
+        own_postgres.start()
+        wait_until(lambda: ready(port) == (200, "ok\n"), 15, "ready with PostgreSQL back")
+
+
+@pytest.mark.managed_broker
+def test_readiness_follows_the_broker(
+    kafka: Kafka, managed_kafka: EmbeddedKafka, feed: FeedId, postgres_url: str, tmp_path: Path
+) -> None:
+    with detecting(kafka, feed, postgres_url, tmp_path / "state") as port:
+        wait_until(lambda: ready(port) == (200, "ok\n"), 30, "ready")
+        managed_kafka.pause()
+        try:
+            wait_until(lambda: "kafka" in ready(port)[1], 15, "not ready without the broker")
+            assert ready(port)[0] == 503
+            assert live(port) == (200, "ok\n")
+        finally:
+            managed_kafka.resume()
+        wait_until(lambda: ready(port) == (200, "ok\n"), 15, "ready with the broker back")

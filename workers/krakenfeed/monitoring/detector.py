@@ -19,16 +19,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from krakenfeed.contracts import FeedId
 from krakenfeed.contracts import monitoring as m
 from krakenfeed.kafka import broker_check
-from krakenfeed.monitoring.families import connected, samples
+from krakenfeed.monitoring.families import connected, histogram, samples
 from krakenfeed.monitoring.probes import Probe, postgres_check
-from krakenfeed.monitoring.server import HealthServer
+from krakenfeed.monitoring.server import HealthServer, serving
 from krakenfeed.store import PostgresSink
 from krakenfeed.store.connection import connect
 from krakenfeed.store.sink import DATABASE_AVAILABLE
@@ -138,20 +138,8 @@ def detector_live(stats: ConsumerStats) -> list[str]:
 
 def batch_observer(registry: CollectorRegistry, feed: FeedId) -> Callable[[int, float], None]:
     """The sink's ``on_batch``: two histograms, observed once per PostgreSQL write."""
-    size = Histogram(
-        m.DETECTOR_SINK_BATCH_RECORDS.name,
-        m.DETECTOR_SINK_BATCH_RECORDS.help,
-        m.DETECTOR_SINK_BATCH_RECORDS.labels,
-        registry=registry,
-        buckets=BATCH_RECORDS_BUCKETS,
-    ).labels(feed.name)
-    seconds = Histogram(
-        m.DETECTOR_SINK_BATCH_SECONDS.name,
-        m.DETECTOR_SINK_BATCH_SECONDS.help,
-        m.DETECTOR_SINK_BATCH_SECONDS.labels,
-        registry=registry,
-        buckets=BATCH_SECONDS_BUCKETS,
-    ).labels(feed.name)
+    size = histogram(m.DETECTOR_SINK_BATCH_RECORDS, registry, BATCH_RECORDS_BUCKETS, feed.name)
+    seconds = histogram(m.DETECTOR_SINK_BATCH_SECONDS, registry, BATCH_SECONDS_BUCKETS, feed.name)
 
     def observe(records: int, elapsed_s: float) -> None:
         size.observe(records)
@@ -179,17 +167,15 @@ def serving_detector(
     registry = CollectorRegistry()
     registry.register(DetectorCollector(feed, sink, stats, probes))
     sink.on_batch = batch_observer(registry, feed)
-    server = HealthServer(
-        registry,
-        live=lambda: detector_live(stats),
-        ready=lambda: detector_ready(sink, probes),
-        port=port,
-        host=host,
-    )
     try:
-        with server:
+        with serving(
+            registry,
+            lambda: detector_live(stats),
+            lambda: detector_ready(sink, probes),
+            probes,
+            port,
+            host,
+        ) as server:
             yield server
     finally:
         sink.on_batch = None
-        for probe in probes:
-            probe.stop()

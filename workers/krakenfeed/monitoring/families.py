@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from krakenfeed.contracts import monitoring as m
@@ -31,3 +32,13 @@ def samples(metric: m.Metric, feed: str, values: Mapping[Any, float]) -> Metric:
 
 def connected(feed: str, peers: Mapping[str, bool]) -> Metric:
     return samples(m.CONNECTED, feed, {peer: float(up) for peer, up in peers.items()})
+
+
+def histogram(
+    metric: m.Metric, registry: CollectorRegistry, buckets: tuple[float, ...], feed: str
+) -> Any:
+    """A catalogued histogram's child for ``feed``, observed as things happen (per
+    batch, never per event)."""
+    return Histogram(
+        metric.name, metric.help, metric.labels, registry=registry, buckets=buckets
+    ).labels(feed)

@@ -21,7 +21,7 @@ from krakenfeed.ingest.worker import IngestWorker
 from krakenfeed.kafka import broker_check
 from krakenfeed.monitoring.families import connected, family, samples
 from krakenfeed.monitoring.probes import Probe
-from krakenfeed.monitoring.server import HealthServer
+from krakenfeed.monitoring.server import HealthServer, serving
 
 _STREAM_OF = {
     Ticker.__name__: Stream.TICKER,
@@ -91,15 +91,12 @@ def serving_ingest(
     broker = Probe(m.PEER_KAFKA, broker_check(worker.settings.broker)).start()
     registry = CollectorRegistry()
     registry.register(IngestCollector(worker, broker))
-    server = HealthServer(
+    with serving(
         registry,
-        live=lambda: ingest_live(worker),
-        ready=lambda: ingest_ready(worker, broker),
-        port=port,
-        host=host,
-    )
-    try:
-        with server:
-            yield server
-    finally:
-        broker.stop()
+        lambda: ingest_live(worker),
+        lambda: ingest_ready(worker, broker),
+        [broker],
+        port,
+        host,
+    ) as server:
+        yield server

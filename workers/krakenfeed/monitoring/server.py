@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from krakenfeed.contracts.monitoring import LIVENESS_PATH, METRICS_PATH, READINESS_PATH
+from krakenfeed.monitoring.probes import Probe
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,24 @@ class HealthServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def serving(
+    registry: CollectorRegistry,
+    live: Check,
+    ready: Check,
+    probes: Sequence[Probe],
+    port: int,
+    host: str,
+) -> Iterator[HealthServer]:
+    """A server while the block runs; afterwards the probes it read stop too."""
+    try:
+        with HealthServer(registry, live, ready, port, host) as server:
+            yield server
+    finally:
+        for probe in probes:
+            probe.stop()
 
 
 def _answer(problems: list[str]) -> tuple[int, str, bytes]:

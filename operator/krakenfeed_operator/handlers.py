@@ -24,6 +24,7 @@ from krakenfeed.contracts import CRD_GROUP, CRD_PLURAL, CRD_VERSION
 from krakenfeed_operator.builders import FEED_LABEL, MANAGED_BY_LABEL, MANAGER
 from krakenfeed_operator.config import config_from_env
 from krakenfeed_operator.kube import KubeApi
+from krakenfeed_operator.metrics import OperatorMetrics
 from krakenfeed_operator.reconcile import Reconciler
 from krakenfeed_operator.status import Event
 
@@ -47,6 +48,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="krakenfeed.io")
     memo["api"] = KubeApi(lambda: memo.get("connection"))
     memo["reconciler"] = Reconciler(memo["api"], config.worker_image)
+    memo["metrics"] = OperatorMetrics(memo["reconciler"])
+    if config.metrics_port:
+        memo["metrics"].serve(config.metrics_port)
 
 
 @kopf.on.login()
@@ -61,6 +65,7 @@ def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     await memo["api"].close()
+    memo["metrics"].stop()
 
 
 def _post(body: Mapping[str, Any], events: list[Event]) -> None:
@@ -72,7 +77,9 @@ def _post(body: Mapping[str, Any], events: list[Event]) -> None:
 
 async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo) -> None:
     reconciler: Reconciler = memo["reconciler"]
-    _post(body, await reconciler.reconcile(body))
+    with memo["metrics"].timed():
+        events = await reconciler.reconcile(body)
+    _post(body, events)
 
 
 @kopf.index(*FEEDS)

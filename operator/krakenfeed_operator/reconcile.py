@@ -28,6 +28,7 @@ from krakenfeed_operator.builders import (
 )
 from krakenfeed_operator.kube import KubeApi, KubeError
 from krakenfeed_operator.status import (
+    READY,
     Event,
     Observation,
     Workload,
@@ -115,6 +116,20 @@ class Reconciler:
         meta = body["metadata"]
         started = self._last_pass.get((meta["namespace"], meta["name"]))
         return float("inf") if started is None else time.monotonic() - started
+
+    def ready_conditions(self) -> dict[FeedKey, str]:
+        """The status of each feed's Ready condition as last written (for metrics)."""
+        return {
+            key: next(
+                (
+                    c.get("status", "Unknown")
+                    for c in status.get("conditions", [])
+                    if c.get("type") == READY
+                ),
+                "Unknown",
+            )
+            for key, status in list(self._written.items())
+        }
 
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)

@@ -16,6 +16,22 @@ from krakenfeed_operator.builders import (
 )
 
 OWNER = Owner("markets", "btc", "uid-1")
+HTTP_ENDPOINT: dict[str, Any] = {
+    "ports": [{"name": "http", "containerPort": 9464, "protocol": "TCP"}],
+    "readinessProbe": {
+        "httpGet": {"path": "/readyz", "port": "http"},
+        "periodSeconds": 5,
+        "timeoutSeconds": 2,
+        "failureThreshold": 2,
+    },
+    "livenessProbe": {
+        "httpGet": {"path": "/livez", "port": "http"},
+        "periodSeconds": 10,
+        "timeoutSeconds": 2,
+        "failureThreshold": 6,
+    },
+}
+"""What every worker container serves: metrics and its probes (contracts.monitoring)."""
 SPEC = parse_spec(
     {
         "sources": [
@@ -126,7 +142,9 @@ def test_the_detector_deployment_is_exactly_this() -> None:
                                 {"name": "PGUSER", "valueFrom": secret("user")},
                                 {"name": "PGPASSWORD", "valueFrom": secret("password")},
                                 {"name": "OTEL_SERVICE_NAME", "value": "krakenfeed-detector"},
+                                {"name": "KRAKENFEED_HTTP_PORT", "value": "9464"},
                             ],
+                            **HTTP_ENDPOINT,
                             "resources": {
                                 "requests": {"cpu": "250m", "memory": "512Mi"},
                                 "limits": {"memory": "1Gi"},
@@ -178,7 +196,9 @@ def test_an_ingest_deployment_has_one_replica_recreated_never_rolled() -> None:
                             {"name": "KRAKENFEED_CHANNELS", "value": "trade"},
                             {"name": "KRAKENFEED_URL", "value": "ws://r:8765"},
                             {"name": "OTEL_SERVICE_NAME", "value": "krakenfeed-ingest"},
+                            {"name": "KRAKENFEED_HTTP_PORT", "value": "9464"},
                         ],
+                        **HTTP_ENDPOINT,
                         "resources": {},
                         "securityContext": RESTRICTED_CONTAINER,
                         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],

@@ -188,12 +188,14 @@ def test_a_new_feed_gets_every_child_with_exact_env_and_an_owner(
             "valueFrom": {"secretKeyRef": {"name": "pg-app", "key": "password"}},
         },
         {"name": "OTEL_SERVICE_NAME", "value": "krakenfeed-detector"},
+        {"name": "KRAKENFEED_HTTP_PORT", "value": "9464"},
     ]
     assert container(deployment(kube, f"{name}-ingest-spot"))["env"] == [
         {"name": "KRAKENFEED_API", "value": "spot"},
         {"name": "KRAKENFEED_PRODUCTS", "value": "BTC/USD"},
         {"name": "KRAKENFEED_CHANNELS", "value": "trade"},
         {"name": "OTEL_SERVICE_NAME", "value": "krakenfeed-ingest"},
+        {"name": "KRAKENFEED_HTTP_PORT", "value": "9464"},
     ]
     assert container(deployment(kube, f"{name}-ingest-futures"))["image"] == IMAGE
     assert kube.get(f"{CONFIG_MAPS}/{name}-config")["data"] == {

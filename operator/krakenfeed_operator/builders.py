@@ -18,6 +18,7 @@ from krakenfeed.contracts import (
     CRD_KIND,
     DEFAULT_CLUSTER,
     DETECT_OPTIONS,
+    HTTP_OPTIONS,
     INGEST_OPTIONS,
     POSTGRES_ENV_VARS,
     TOPIC_CONFIG,
@@ -29,6 +30,12 @@ from krakenfeed.contracts import (
     SourceSpec,
     Stream,
     topic,
+)
+from krakenfeed.contracts.monitoring import (
+    LIVENESS_PATH,
+    READINESS_PATH,
+    WORKER_HTTP_PORT,
+    WORKER_HTTP_PORT_NAME,
 )
 
 Manifest = dict[str, Any]
@@ -67,6 +74,22 @@ _URL_ENV: Final = _env(INGEST_OPTIONS, "--url")
 _DETECTOR_CONFIG_ENV: Final = _env(DETECT_OPTIONS, "--detector-config")
 _STATE_DIR_ENV: Final = _env(DETECT_OPTIONS, "--state-dir")
 _RETENTION_ENV: Final = _env(DETECT_OPTIONS, "--retention-days")
+_HTTP_PORT_ENV: Final = _env(HTTP_OPTIONS, "--http-port")
+
+
+def _probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": WORKER_HTTP_PORT_NAME},
+        "periodSeconds": period_s,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+# Ready within seconds of a dependency coming back; restarted only after a minute
+# of a loop that stopped (the workers' own liveness checks allow for as long).
+_READINESS_PROBE: Final = _probe(READINESS_PATH, 5, 2)
+_LIVENESS_PROBE: Final = _probe(LIVENESS_PATH, 10, 6)
 
 
 @dataclass(frozen=True)
@@ -286,7 +309,12 @@ def _container(
         "image": image,
         "command": command,
         "envFrom": [{"configMapRef": {"name": config_map_name(owner)}}],
-        "env": env,
+        "env": [*env, _value(_HTTP_PORT_ENV, str(WORKER_HTTP_PORT))],
+        "ports": [
+            {"name": WORKER_HTTP_PORT_NAME, "containerPort": WORKER_HTTP_PORT, "protocol": "TCP"}
+        ],
+        "readinessProbe": _READINESS_PROBE,
+        "livenessProbe": _LIVENESS_PROBE,
         "resources": _resources(resources),
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": mounts,

@@ -51,6 +51,10 @@ OPERATOR_VALUES: dict[str, dict[str, Any]] = {
         "workerImage": {"repository": "registry.local/workers", "tag": "dev"},
         "livenessPort": 9090,
     },
+    "monitoring": {
+        "monitoring": {"podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        "metricsPort": 9100,
+    },
 }
 STACK_VALUES: dict[str, dict[str, Any]] = {
     "default": {},
@@ -61,6 +65,12 @@ STACK_VALUES: dict[str, dict[str, Any]] = {
         "jaeger": {"enabled": False},
         "sample": {"enabled": True, "spotProducts": []},
         "krakenfeed-operator": {"watchNamespaces": ["*"]},
+    },
+    "monitoring": {
+        "grafanaDashboard": {"enabled": True},
+        "krakenfeed-operator": {
+            "monitoring": {"podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+        },
     },
 }
 
@@ -130,7 +140,9 @@ def test_rendered_core_resources_are_valid_kubernetes(
     render: Render, chart: str, case: str, values: dict[str, Any]
 ) -> None:
     docs = render(chart, values)
-    core = [d for d in docs if not d["apiVersion"].endswith((".strimzi.io/v1beta2", "cnpg.io/v1"))]
+    # No schemas offline for Strimzi, CloudNativePG or the Prometheus Operator's kinds.
+    others = (".strimzi.io/v1beta2", "cnpg.io/v1", "monitoring.coreos.com/v1")
+    core = [d for d in docs if not d["apiVersion"].endswith(others)]
     core = [d for d in core if d["kind"] != CRD_KIND]
     assert {"Deployment", "CustomResourceDefinition"} <= {d["kind"] for d in core}
     for doc in core:
@@ -218,7 +230,11 @@ def test_the_operator_is_configured_through_its_contract_variables(
     assert set(env) - {"KRAKENFEED_LOG_LEVEL"} <= contract.keys(), "unknown operator variable"
     assert env["KRAKENFEED_WATCH_NAMESPACES"] == watched
     port = int(env["KRAKENFEED_LIVENESS_PORT"])
-    assert container["ports"] == [{"name": "health", "containerPort": port, "protocol": "TCP"}]
+    metrics = int(env["KRAKENFEED_METRICS_PORT"])
+    assert container["ports"] == [
+        {"name": "health", "containerPort": port, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": metrics, "protocol": "TCP"},
+    ]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]

@@ -4,6 +4,9 @@ Kraken and the broker as they go away and come back."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -100,3 +103,23 @@ def test_a_monitor_thread_that_stopped_ticking_fails_liveness(kafka: Kafka, feed
             status, body = live(endpoint.port)
             assert status == 503 and "monitor thread" in body
             wait_until(lambda: live(endpoint.port)[0] == 200, 5, "the next tick to count again")
+
+
+def test_a_port_in_use_is_refused_with_the_flag_named(kafka: Kafka, feed: FeedId) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "krakenfeed", "ingest",
+                "--namespace", feed.namespace, "--feed", feed.name, "--broker", kafka.bootstrap,
+                "--api", "futures", "--products", "PF_XBTUSD", "--url", "ws://127.0.0.1:9",
+                "--http-port", str(port),
+            ],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith(f"krakenfeed ingest: cannot serve /metrics on 0.0.0.0:{port}")
+    assert "(--http-port)" in line and "Traceback" not in result.stderr

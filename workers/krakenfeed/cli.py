@@ -140,9 +140,13 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     if not args.http_port:
         return worker.run()
     from krakenfeed.monitoring.ingest import serving_ingest
+    from krakenfeed.monitoring.server import EndpointError
 
-    with serving_ingest(worker, args.http_port):
-        return worker.run()
+    try:
+        with serving_ingest(worker, args.http_port):
+            return worker.run()
+    except EndpointError as exc:
+        raise SystemExit(f"krakenfeed ingest: {exc}") from None
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -182,12 +186,15 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         stack.callback(sink.close)
         if stats:
             from krakenfeed.monitoring.detector import serving_detector
+            from krakenfeed.monitoring.server import EndpointError
 
-            stack.enter_context(
-                serving_detector(
-                    feed, args.broker, args.postgres_url or "", sink, stats, args.http_port
-                )
+            endpoint = serving_detector(
+                feed, args.broker, args.postgres_url or "", sink, stats, args.http_port
             )
+            try:
+                stack.enter_context(endpoint)
+            except EndpointError as exc:
+                raise SystemExit(f"krakenfeed detect: {exc}") from None
         app.run()
     return 0
 

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 Check = Callable[[], list[str]]
 
 
+class EndpointError(Exception):
+    """The endpoint's port cannot be listened on (in use, or not allowed)."""
+
+
 class HealthServer:
     """Serves ``registry`` and two checks on ``host:port`` from a daemon thread;
     port 0 binds a free port (see :attr:`port`)."""
@@ -62,7 +66,13 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 """Probes come every few seconds: not worth a log line each."""
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise EndpointError(
+                f"cannot serve {METRICS_PATH} on {host}:{port} (--http-port): {exc.strerror};"
+                " choose a free port, or 0 for no endpoint"
+            ) from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="http-endpoint", daemon=True

@@ -101,16 +101,12 @@ def test_the_counters_match_postgresql_and_readiness_follows_it(
             90,
             f"{TICKERS} tickers and {TRADES} trades written",
         )
-        wait_until(
-            lambda: (
-                Scrape(port)
-                .by(m.DETECTOR_LAG.name, m.TOPIC, feed=name)
-                .get(topic(feed, Stream.TRADE))
-                == 0
-            ),
-            30,
-            "the consumer's statistics to show the trades consumed",
-        )
+
+        def trade_lag() -> float:
+            lag = Scrape(port).by(m.DETECTOR_LAG.name, m.TOPIC, feed=name)
+            return lag.get(topic(feed, Stream.TRADE), -1)
+
+        wait_until(lambda: trade_lag() == 0, 30, "the statistics to show the trades consumed")
         scrape = Scrape(port)
         consumed = scrape.by(m.DETECTOR_CONSUMED.name, m.TOPIC, feed=name, partition="0")
         assert consumed[topic(feed, Stream.TICKER)] == TICKERS
@@ -135,8 +131,14 @@ def test_the_counters_match_postgresql_and_readiness_follows_it(
         assert ready(port)[0] == 503
         assert Scrape(port).value(m.CONNECTED.name, feed=name, peer="postgres") == 0
         assert live(port) == (200, "ok\n"), "a missing database is no reason to restart"
+        # The same market again, which the stalled detector cannot write: lag builds up.
+        _publish(kafka, feed)
+        wait_until(lambda: trade_lag() > 0, 30, "lag while PostgreSQL is away")
         own_postgres.start()
         wait_until(lambda: ready(port) == (200, "ok\n"), 15, "ready with PostgreSQL back")
+        wait_until(lambda: trade_lag() == 0, 60, "the lag worked off")
+        rows = written()
+        assert (rows["ticker"], rows["trade"]) == (2 * TICKERS, 2 * TRADES)
 
 
 @pytest.mark.managed_broker

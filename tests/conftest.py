@@ -5,7 +5,8 @@
   deselected, because they pause the harness's own broker).
 - PostgreSQL: a private cluster from the machine's binaries, or the server named
   by ``KRAKENFEED_TEST_POSTGRES_URL``; each test gets its own database.
-- OTLP: the observability work adds its trace receiver fixture here.
+- OTLP: a gRPC trace receiver (``oteltest``'s sink) that keeps every span, for
+  tests to query (``tests/trace_receiver.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from psycopg import sql
 
 from krakenfeed.contracts import FeedId
 from krakenfeed.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.trace_receiver import TraceReceiver, trace_receiver
 
 KAFKA_OVERRIDE = "KRAKENFEED_TEST_KAFKA"
 RETENTION_DAYS = 36_500
@@ -94,6 +96,13 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     url = create_database(postgres_admin_url)
     yield url
     drop_database(postgres_admin_url, url)
+
+
+@pytest.fixture(scope="session")
+def otlp() -> Iterator[TraceReceiver]:
+    """One OTLP receiver for the session: tests tell their spans apart by feed."""
+    with trace_receiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture

@@ -8,20 +8,22 @@ when ``--peering`` names a KopfPeering object.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from krakenfeed.contracts import env_var
+from krakenfeed.telemetry import configure_logging, configure_tracing
 from krakenfeed_operator.config import parse_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(sys.argv[1:] if argv is None else argv, os.environ)
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(config.log_level)
+    try:
+        tracing = configure_tracing("krakenfeed-operator")
+    except ValueError as exc:
+        raise SystemExit(f"krakenfeed operator: {exc}") from None
     # The handlers size their resync timer from the environment when imported.
     os.environ[env_var("--resync-interval-s")] = str(config.resync_interval_s)
     import kopf
@@ -34,8 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         liveness_endpoint=config.liveness_endpoint,
         standalone=not config.peering,
         peering_name=config.peering or None,
-        memo=kopf.Memo(config=config),
+        memo=kopf.Memo(config=config, tracing=tracing),
     )
+    if tracing:
+        tracing.shutdown()
     return 0
 
 

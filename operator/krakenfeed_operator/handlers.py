@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from typing import Any, cast
 import kopf
 
 from krakenfeed.contracts import CRD_GROUP, CRD_PLURAL, CRD_VERSION
+from krakenfeed.telemetry import Tracing
 from krakenfeed_operator.builders import FEED_LABEL, MANAGED_BY_LABEL, MANAGER
 from krakenfeed_operator.config import config_from_env
 from krakenfeed_operator.kube import KubeApi
@@ -77,9 +79,16 @@ def _post(body: Mapping[str, Any], events: list[Event]) -> None:
 
 async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo) -> None:
     reconciler: Reconciler = memo["reconciler"]
-    with memo["metrics"].timed():
-        events = await reconciler.reconcile(body)
-    _post(body, events)
+    tracing: Tracing | None = memo.get("tracing")
+    meta = body.get("metadata", {})
+    with (
+        tracing.reconciling(meta.get("namespace", ""), meta.get("name", ""), meta.get("generation"))
+        if tracing
+        else contextlib.nullcontext()
+    ):
+        with memo["metrics"].timed():
+            events = await reconciler.reconcile(body)
+        _post(body, events)
 
 
 @kopf.index(*FEEDS)

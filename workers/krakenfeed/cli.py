@@ -27,6 +27,7 @@ from krakenfeed.contracts import (
     env_var,
     product_id_problem,
 )
+from krakenfeed.telemetry import Tracing, configure_logging, configure_tracing
 
 log = logging.getLogger("krakenfeed")
 
@@ -118,6 +119,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         backoff = BackoffPolicy(args.backoff_base_s, args.backoff_cap_s, args.healthy_after_s)
     except ValueError as exc:
         raise SystemExit(f"krakenfeed ingest: {exc}") from None
+    tracing = _tracing("ingest")
     worker = IngestWorker(
         IngestSettings(
             feed=_feed(args),
@@ -133,20 +135,25 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             stale_after_s=args.stale_after_s,
             stale_after_product=stale_after_product,
             backoff=backoff,
-        )
+        ),
+        tracing=tracing,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
-    if not args.http_port:
-        return worker.run()
-    from krakenfeed.monitoring.ingest import serving_ingest
-    from krakenfeed.monitoring.server import EndpointError
-
     try:
-        with serving_ingest(worker, args.http_port):
+        if not args.http_port:
             return worker.run()
-    except EndpointError as exc:
-        raise SystemExit(f"krakenfeed ingest: {exc}") from None
+        from krakenfeed.monitoring.ingest import serving_ingest
+        from krakenfeed.monitoring.server import EndpointError
+
+        try:
+            with serving_ingest(worker, args.http_port):
+                return worker.run()
+        except EndpointError as exc:
+            raise SystemExit(f"krakenfeed ingest: {exc}") from None
+    finally:
+        if tracing:
+            tracing.shutdown()
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -168,6 +175,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         from krakenfeed.monitoring.detector import ConsumerStats
 
         stats = ConsumerStats()
+    tracing = _tracing("detect")
     app, sink = build_detector_app(
         feed,
         args.broker,
@@ -181,8 +189,12 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         # restarts, different for every replica.
         instance_id=args.instance_id or socket.gethostname(),
         consumer_stats=stats.update if stats else None,
+        tracing=tracing,
     )
     with ExitStack() as stack:
+        if tracing:
+            # Runs after the sink's close: its last batch's span is exported too.
+            stack.callback(tracing.shutdown)
         stack.callback(sink.close)
         if stats:
             from krakenfeed.monitoring.detector import serving_detector
@@ -197,6 +209,14 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                 raise SystemExit(f"krakenfeed detect: {exc}") from None
         app.run()
     return 0
+
+
+def _tracing(command: str) -> Tracing | None:
+    """The command's tracing from the ``OTEL_*`` variables; a bad one exits 2."""
+    try:
+        return configure_tracing(f"krakenfeed-{'detector' if command == 'detect' else command}")
+    except ValueError as exc:
+        raise SystemExit(f"krakenfeed {command}: {exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,9 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments[:1] == [OPERATOR_COMMAND]:
         return _run_operator(arguments[1:])
     args = build_parser().parse_args(arguments)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     handler: Callable[[argparse.Namespace], int] = args.handler
     return handler(args)
 

@@ -68,6 +68,7 @@ from krakenfeed.kafka import (
     message_context,
 )
 from krakenfeed.store import EncodedRecord, PostgresSink
+from krakenfeed.telemetry import Tracing, current_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,8 @@ class Detect:
             watch.before(key, product_state)
         event_time_ms = record_timestamp_ms(record)
         anomalies = engine.process(product_state, record, event_time_ms, self._clock_ns())
+        if anomalies:
+            anomalies = _with_trace_id(anomalies)
         if watch is not None:
             watch.seen(key, context.partition, product_state)
         encoded_state = encode_state(product_state)
@@ -193,6 +196,34 @@ class Detect:
         self._produce(
             topic=topic_name, value=encode_record(record), key=record.product, timestamp=timestamp
         )
+
+
+def _with_trace_id(anomalies: list[Anomaly]) -> list[Anomaly]:
+    """The anomalies, carrying the trace of the record's span when it is traced."""
+    trace_id = current_trace_id()
+    if trace_id is None:
+        return anomalies
+    return [msgspec.structs.replace(a, trace_id=trace_id) for a in anomalies]
+
+
+def traced(step: Detect, tracing: Tracing, sink: PostgresSink, group: str) -> Any:
+    """``step`` inside a ``process`` span for each record whose producer sampled it;
+    the span's context goes to the sink, whose batch span links to it. Unsampled
+    records cost one look at their headers."""
+    sampled_parent = tracing.sampled_parent
+
+    def step_traced(value: bytes, key: Any, timestamp_ms: int, headers: Any, state: Any) -> None:
+        parent = sampled_parent(headers)
+        if parent is None:
+            return step(value, key, timestamp_ms, headers, state)
+        context = message_context()
+        with tracing.processing(
+            parent, context.topic, context.partition, context.offset, key, group
+        ) as span:
+            sink.link(context.topic, context.partition, span.get_span_context())
+            return step(value, key, timestamp_ms, headers, state)
+
+    return step_traced
 
 
 class SilenceWatch:
@@ -323,6 +354,7 @@ def build_detector_app(
     clock_ns: Callable[[], int] = time.time_ns,
     silence_check_s: float | None = 1.0,
     consumer_stats: Callable[[str], None] | None = None,
+    tracing: Tracing | None = None,
 ) -> tuple[Application, PostgresSink]:
     """The detector's Application and its sink.
 
@@ -363,7 +395,7 @@ def build_detector_app(
     )
     topics = contract_topics(app, broker, feed, list(Stream))
     config = config or DetectorConfig()
-    sink = sink or PostgresSink(feed, conninfo, retention_days=retention_days)
+    sink = sink or PostgresSink(feed, conninfo, retention_days=retention_days, tracing=tracing)
 
     def decoded(stream: Stream, kind: type[Any]) -> Any:
         return app.dataframe(topics[stream]).apply(Decoder(feed, stream, kind), metadata=True)
@@ -394,7 +426,8 @@ def build_detector_app(
             sink,
             watch,
         )
-        sdf.apply(detect, stateful=True, metadata=True)
+        step = traced(detect, tracing, sink, group) if tracing else detect
+        sdf.apply(step, stateful=True, metadata=True)
         # The step puts its rows into the sink itself; registered, the sink is
         # flushed by every checkpoint like one attached with ``.sink()``.
         sdf.processing_context.sink_manager.register(sink)

@@ -68,6 +68,7 @@ from krakenfeed.ingest.resilience import (
 from krakenfeed.ingest.subscriptions import PacingPolicy
 from krakenfeed.kafka import StreamingProducer, contract_topics, make_application
 from krakenfeed.replay.capture import CaptureWriter
+from krakenfeed.telemetry import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,11 @@ class IngestWorker:
         clock_ns: Callable[[], int] = time.time_ns,
         rng: Callable[[], float] = random.random,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self._tracing = tracing
+        """A ``send`` span per sampled record, its context in the record's headers."""
         self.metrics = IngestMetrics()
         protocol = _PROTOCOLS[settings.api]
         self.protocol = protocol(
@@ -328,13 +332,18 @@ class IngestWorker:
         self.metrics.produced[type(record).__name__] += 1
 
     def _send(self, producer: StreamingProducer, record: Any) -> None:
-        producer.send(
-            self._topics[type(record)],
-            encode_record(record),
-            record_key(record),
-            timestamp=record_timestamp_ms(record),
-            on_delivery=self._on_delivery,
-        )
+        topic, key = self._topics[type(record)], record_key(record)
+        with (
+            self._tracing.sending(topic, key) if self._tracing else contextlib.nullcontext()
+        ) as headers:
+            producer.send(
+                topic,
+                encode_record(record),
+                key,
+                timestamp=record_timestamp_ms(record),
+                on_delivery=self._on_delivery,
+                headers=headers,
+            )
 
     def _serve(
         self,
@@ -455,6 +464,9 @@ class IngestWorker:
         stopping = self._stop.is_set
         api = self.settings.api
         subscriptions = self.protocol.subscriptions
+        # Tracing decides per record before making anything: unsampled, no span, no header.
+        tracing = self._tracing
+        start_send = tracing.start_send if tracing else None
         check_plan = False
         unpolled = 0
         try:
@@ -469,12 +481,19 @@ class IngestWorker:
                     kind = type(record)
                     message = (topics[kind], encode_record(record), record_key(record))
                     timestamp = record_timestamp_ms(record)
+                    headers = start_send(message[0], message[2]) if start_send else None
                     try:
-                        send(*message, timestamp=timestamp, on_delivery=on_delivery)
+                        send(
+                            *message, timestamp=timestamp, on_delivery=on_delivery, headers=headers
+                        )
                     except BufferError:
                         # librdkafka's queue is full: let deliveries drain it, then retry.
                         producer.poll(1.0)
-                        send(*message, timestamp=timestamp, on_delivery=on_delivery)
+                        send(
+                            *message, timestamp=timestamp, on_delivery=on_delivery, headers=headers
+                        )
+                    if headers is not None and tracing is not None:
+                        tracing.end_send()
                     produced[kind.__name__] += 1
                     if kind is QualityEvent:
                         # Failures and refusals come as quality events: the only

@@ -16,6 +16,7 @@ replayed changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -54,6 +55,7 @@ from krakenfeed.store.partitions import (
     ensure_partitions,
     partition_day,
 )
+from krakenfeed.telemetry import SpanContext, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +215,10 @@ class PostgresSink(BatchingSink):
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         write_ahead_rows: int = 2_000,
         write_ahead_s: float = 0.05,
+        tracing: Tracing | None = None,
     ) -> None:
         super().__init__()
+        self._tracing = tracing
         if retention_days < 1:
             raise ValueError(f"retention_days must be at least 1, got {retention_days}")
         if write_ahead_rows < 1:
@@ -287,14 +291,23 @@ class PostgresSink(BatchingSink):
         every checkpoint flushes it.
         """
         tp = (topic, partition)
-        values = self._pending.get(tp)
-        if values is None:
-            values = self._pending[tp] = []
-            self._due[tp] = time.monotonic() + self._write_ahead_s
+        values = self._pending.get(tp) or self._buffer(tp)
         values.append(value)
         if len(values) >= self._write_ahead_rows or time.monotonic() >= self._due[tp]:
             del self._pending[tp]
             self._hand_over(values)
+
+    def _buffer(self, tp: tuple[str, int]) -> list[Any]:
+        values: list[Any] = []
+        self._pending[tp] = values
+        self._due[tp] = time.monotonic() + self._write_ahead_s
+        return values
+
+    def link(self, topic: str, partition: int, span: SpanContext) -> None:
+        """The span of a traced record whose rows are put next: the span of the batch
+        that writes them links to it. Never hands a batch over, so it goes with them."""
+        tp = (topic, partition)
+        (self._pending.get(tp) or self._buffer(tp)).append(span)
 
     def flush(self) -> None:
         """Write everything added since the last checkpoint, or raise."""
@@ -370,6 +383,7 @@ class PostgresSink(BatchingSink):
         encoded: dict[_Target, list[EncodedRecord]] = {}
         kinds: Counter[str] = Counter()
         anomalies: list[Anomaly] = []
+        links: list[SpanContext] = []
         feed = self._feed
         for item in items:
             # A step may hand over several records of one message as a list (the
@@ -381,6 +395,9 @@ class PostgresSink(BatchingSink):
                     encoded.setdefault(_ENCODED[value.kind], []).append(value)
                     kinds[value.kind.__name__] += 1
                     continue
+                if kind is SpanContext:
+                    links.append(value)
+                    continue
                 target, to_row = _ROUTES[kind]
                 rows.setdefault(target, []).append(to_row(feed, value))
                 kinds[kind.__name__] += 1
@@ -388,7 +405,12 @@ class PostgresSink(BatchingSink):
                     anomalies.append(value)
         started = time.perf_counter()
         try:
-            self.rows_inserted += self._upsert(rows, encoded)
+            with (
+                self._tracing.writing(_table_rows(rows, encoded), links)
+                if self._tracing
+                else contextlib.nullcontext()
+            ):
+                self.rows_inserted += self._upsert(rows, encoded)
         except (psycopg.OperationalError, StoreConnectionError) as exc:
             # PostgreSQL is unreachable. Backpressure makes quixstreams drop this batch,
             # pause, and resume from the last committed offsets: nothing is committed
@@ -495,6 +517,16 @@ class PostgresSink(BatchingSink):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _table_rows(
+    rows: dict[_Target, list[Row]], encoded: dict[_Target, list[EncodedRecord]]
+) -> Counter[str]:
+    tables: Counter[str] = Counter()
+    for batch in (rows, encoded):
+        for target, items in batch.items():
+            tables[target.key.table] += len(items)
+    return tables
 
 
 def _insert_rows(target: _Target) -> sql.Composed:

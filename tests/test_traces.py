@@ -1,0 +1,230 @@
+"""Traces end to end: replay server → ``krakenfeed ingest`` → broker → ``krakenfeed
+detect`` → PostgreSQL, both workers exporting to a real OTLP receiver, configured
+by exactly the variables the operator gives them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from krakenfeed.contracts import (
+    Anomaly,
+    FeedId,
+    KrakenFeedSpec,
+    Stream,
+    consumer_group,
+    decode_record,
+    parse_spec,
+    topic,
+)
+from krakenfeed.embedded import wait_until
+from krakenfeed.replay.server import ReplayServer
+from krakenfeed.replay.session import generate_session
+from krakenfeed_operator.builders import Owner, build_detector, build_ingest, shared_env
+from tests.conftest import RETENTION_DAYS, Kafka
+from tests.kafka_reader import read_topic
+from tests.trace_receiver import ReceivedSpan, TraceReceiver
+
+PRODUCT = "PF_XBTUSD"
+# The generated session is calm: at the default thresholds it holds no anomaly.
+DETECTOR_CONFIG = (
+    '{"price_jump": {"threshold": 3, "min_move_bps": 1, "warmup": 20, "cooldown_ms": 1000}}'
+)
+
+
+def _operator_env(owner: Owner, spec: KrakenFeedSpec, manifest: dict[str, Any]) -> dict[str, str]:
+    """The OTEL variables the operator's manifests give the worker of ``manifest``."""
+    env = shared_env(owner, spec)
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    env.update({item["name"]: item["value"] for item in container["env"] if "value" in item})
+    otel = {name: value for name, value in env.items() if name.startswith("OTEL_")}
+    assert otel["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert otel["OTEL_TRACES_SAMPLER_ARG"] == "1"
+    # Export at once: the test waits for spans, not for the batch timer.
+    return {**os.environ, **otel, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+
+
+@contextmanager
+def _worker(
+    command: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "krakenfeed", *command],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    assert process.returncode == 0, log.read_text()[-3000:]
+
+
+def _rows(url: str) -> tuple[int, list[tuple[str, str | None]]]:
+    """Market rows, and each anomaly's detector and trace id; none before migration."""
+    with psycopg.connect(url) as conn:
+        if conn.execute("SELECT to_regclass('anomalies')").fetchone() == (None,):
+            return 0, []
+        markets = conn.execute(
+            "SELECT (SELECT count(*) FROM ticker) + (SELECT count(*) FROM trades)"
+        ).fetchone()
+        anomalies = conn.execute("SELECT detector, trace_id FROM anomalies").fetchall()
+    assert markets is not None
+    return markets[0], anomalies
+
+
+def test_one_trace_follows_each_record_from_ingest_to_its_postgresql_batch(
+    kafka: Kafka, postgres_url: str, feed: FeedId, otlp: TraceReceiver, tmp_path: Path
+) -> None:
+    session = generate_session("futures", [PRODUCT], count_per_product_channel=400, seed=11)
+    owner = Owner(feed.namespace, feed.name, "uid")
+    spec = parse_spec(
+        {
+            "sources": [{"api": "futures", "products": [PRODUCT]}],
+            "telemetry": {"otlpEndpoint": otlp.endpoint, "samplingRatio": 1.0},
+        }
+    )
+    ingest_env = _operator_env(owner, spec, build_ingest(owner, spec, spec.sources[0], "image"))
+    detector_env = _operator_env(owner, spec, build_detector(owner, spec, "image"))
+    common = ["--namespace", feed.namespace, "--feed", feed.name, "--broker", kafka.bootstrap]
+    detect = [
+        "detect", *common, "--postgres-url", postgres_url,
+        "--state-dir", str(tmp_path / "state"), "--retention-days", str(RETENTION_DAYS),
+        "--detector-config", DETECTOR_CONFIG,
+    ]  # fmt: skip
+    with ReplayServer(session, keep_times=True) as server:
+        ingest = [
+            "ingest", *common, "--api", "futures", "--products", PRODUCT,
+            "--url", server.url("futures"), "--max-clock-skew-ms", "0",
+        ]  # fmt: skip
+        with (
+            _worker(detect, detector_env, tmp_path / "detect.log"),
+            _worker(ingest, ingest_env, tmp_path / "ingest.log"),
+        ):
+            sends = otlp.wait_for(
+                lambda spans: len(spans) >= 2 * 400,
+                lambda s: s.kind == "PRODUCER" and feed.name in s.name,
+                60,
+                "a send span per ticker and trade",
+            )
+            wait_until(
+                lambda: _rows(postgres_url)[0] >= len(sends),
+                60,
+                f"{len(sends)} market rows in PostgreSQL",
+            )
+    markets, anomaly_rows = _rows(postgres_url)
+    assert anomaly_rows, "the lowered thresholds should find anomalies in the session"
+
+    ours = otlp.spans(lambda s: s.resource.get("krakenfeed.feed") == str(feed))
+    sends = [s for s in ours if s.kind == "PRODUCER"]
+    processes = [s for s in ours if s.kind == "CONSUMER"]
+    writes = [s for s in ours if s.kind == "CLIENT"]
+    market_sends = _check_sends(feed, sends, markets)
+    _check_processes(feed, {s.span_id: s for s in ours}, processes, markets)
+    assert {s.parent_span_id for s in processes} == {s.span_id for s in market_sends}
+    _check_writes(writes, processes, markets)
+    _check_anomalies(kafka, feed, ours, anomaly_rows)
+
+    # Both workers logged JSON lines (their output is no terminal).
+    for name in ("ingest", "detect"):
+        lines = (tmp_path / f"{name}.log").read_text().splitlines()
+        entries = [json.loads(line) for line in lines if line.startswith("{")]
+        assert entries, name
+        assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
+
+
+def _check_sends(feed: FeedId, sends: list[ReceivedSpan], markets: int) -> list[ReceivedSpan]:
+    # Ingest: one root PRODUCER span per record, named and described by the
+    # messaging conventions, on the market topics.
+    market_topics = {topic(feed, Stream.TICKER), topic(feed, Stream.TRADE)}
+    market_sends = [s for s in sends if s.attributes["messaging.destination.name"] in market_topics]
+    assert len(market_sends) == markets
+    for span in sends:
+        destination = span.attributes["messaging.destination.name"]
+        assert span.service == "krakenfeed-ingest"
+        assert span.name == f"send {destination}"
+        assert span.parent_span_id == ""
+        assert span.attributes["messaging.system"] == "kafka"
+        assert span.attributes["messaging.operation.type"] == "send"
+        assert span.attributes["messaging.operation.name"] == "send"
+    assert {s.attributes["messaging.kafka.message.key"] for s in market_sends} == {PRODUCT}
+    return market_sends
+
+
+def _check_processes(
+    feed: FeedId, by_id: dict[str, ReceivedSpan], processes: list[ReceivedSpan], markets: int
+) -> None:
+    # Detector: one CONSUMER span per market record, the child of its send span in
+    # the same trace (the context came through the Kafka headers).
+    assert len(processes) == markets
+    for span in processes:
+        parent = by_id[span.parent_span_id]
+        assert parent.kind == "PRODUCER"
+        assert parent.trace_id == span.trace_id
+        destination = parent.attributes["messaging.destination.name"]
+        assert span.service == "krakenfeed-detector"
+        assert span.name == f"process {destination}"
+        assert span.attributes["messaging.destination.name"] == destination
+        assert span.attributes["messaging.operation.type"] == "process"
+        assert span.attributes["messaging.consumer.group.name"] == consumer_group(feed)
+        assert span.attributes["messaging.destination.partition.id"] == "0"
+        assert isinstance(span.attributes["messaging.kafka.offset"], int)
+
+
+def _check_writes(writes: list[ReceivedSpan], processes: list[ReceivedSpan], markets: int) -> None:
+    # Sink: CLIENT spans for the PostgreSQL batches, linked to every record they hold.
+    assert writes
+    for span in writes:
+        assert span.service == "krakenfeed-detector"
+        assert span.attributes["db.system.name"] == "postgresql"
+        assert span.attributes["db.system"] == "postgresql"
+        assert span.attributes["db.operation.name"] == "INSERT"
+        assert span.name == span.attributes["db.query.summary"]
+        assert span.name.startswith("INSERT ")
+        assert span.attributes["db.operation.batch.size"] >= len(span.links)
+        assert span.parent_span_id == ""
+    linked = {link for span in writes for link in span.links}
+    assert linked == {(s.trace_id, s.span_id) for s in processes}
+    assert (
+        sum(
+            s.attributes.get("krakenfeed.rows.ticker", 0)
+            + s.attributes.get("krakenfeed.rows.trades", 0)
+            for s in writes
+        )
+        == markets
+    )
+
+
+def _check_anomalies(
+    kafka: Kafka, feed: FeedId, ours: list[ReceivedSpan], anomaly_rows: list[Any]
+) -> None:
+    # Every anomaly row names the trace of the record that raised it: a process
+    # span at the receiver, whose parent is ingest's send span.
+    by_id = {s.span_id: s for s in ours}
+    process_by_trace = {s.trace_id: s for s in ours if s.kind == "CONSUMER"}
+    for detector, trace_id in anomaly_rows:
+        assert trace_id is not None, detector
+        assert len(trace_id) == 32 and int(trace_id, 16)
+        assert by_id[process_by_trace[trace_id].parent_span_id].service == "krakenfeed-ingest"
+    on_kafka = [
+        decode_record(m.value(), Anomaly)
+        for m in read_topic(kafka.bootstrap, topic(feed, Stream.ANOMALIES), len(anomaly_rows))
+    ]
+    assert sorted(a.trace_id or "" for a in on_kafka) == sorted(t or "" for _, t in anomaly_rows)

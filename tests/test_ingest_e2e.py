@@ -129,6 +129,8 @@ def test_a_futures_session_arrives_on_kafka_exactly(kafka: Kafka, feed: FeedId) 
         for m, t in zip(ticker_messages, got_tickers, strict=True)
     )
     assert all(t.mark_price is not None and t.index_price is not None for t in got_tickers)
+    # Without an OTLP endpoint the worker traces nothing: no header on any record.
+    assert all(m.headers() is None for m in ticker_messages)
 
     trade_messages = read_topic(kafka.bootstrap, topic(feed, Stream.TRADE), len(trades))
     got_trades = [decode_record(m.value(), Trade) for m in trade_messages]

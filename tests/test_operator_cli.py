@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from krakenfeed.cli import main as krakenfeed_main
 from krakenfeed_operator.config import parse_config
 from tests.kube_emulator import emulator, eventually
 from tests.test_operator_kopf import free_port
+from tests.trace_receiver import TraceReceiver
 
 
 def test_defaults_watch_every_namespace_standalone() -> None:
@@ -53,14 +55,19 @@ def test_krakenfeed_operator_dispatches_to_the_operator_script(
     assert "operator" in capsys.readouterr().out
 
 
-def test_the_command_runs_the_operator_on_the_chosen_namespace(tmp_path: Path) -> None:
-    """`krakenfeed operator` end to end: flags → kopf.run → children, liveness, clean exit."""
+def test_the_command_runs_the_operator_on_the_chosen_namespace(
+    tmp_path: Path, otlp: TraceReceiver
+) -> None:
+    """`krakenfeed operator` end to end: flags → kopf.run → children, liveness, a
+    span per reconcile at the OTLP receiver, JSON log lines, clean exit."""
     with emulator(["markets", "elsewhere"]) as kube:
         port = free_port()
         env = {
             **os.environ,
             "KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig")),
             "KRAKENFEED_WATCH_NAMESPACES": "markets",
+            **otlp.env(),
+            "OTEL_SERVICE_NAME": "krakenfeed-operator-cli-test",
         }
         command = [sys.executable, "-m", "krakenfeed", "operator", "--liveness-port", str(port)]
         process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
@@ -85,3 +92,12 @@ def test_the_command_runs_the_operator_on_the_chosen_namespace(tmp_path: Path) -
             process.terminate()
             _, stderr = process.communicate(timeout=30)
         assert process.returncode == 0, stderr
+    reconciles = otlp.spans(lambda s: s.service == "krakenfeed-operator-cli-test")
+    assert reconciles, stderr
+    assert {s.name for s in reconciles} == {"reconcile KrakenFeed"}
+    assert {
+        (s.attributes["k8s.namespace.name"], s.attributes["krakenfeed.feed"]) for s in reconciles
+    } == {("markets", "btc")}
+    assert all(s.kind == "INTERNAL" and s.parent_span_id == "" for s in reconciles)
+    entries = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    assert {"time", "level", "logger", "message"} <= set(entries[0])

@@ -22,7 +22,7 @@ MASK: Final = "***"
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^\s:/@]*):(?P<secret>[^\s@/]*)@")
 _SETTING = re.compile(
-    r"(?P<head>\b(?:password|passwd|pwd|secret|token|api[_-]?key|sasl\.password)"
+    r"(?P<head>\w*?(?:password|passwd|pwd|secret|token|api[_-]?key)"
     r"\s*[=:]\s*)(?P<secret>'[^']*'|\"[^\"]*\"|[^\s&;,'\"]+)",
     re.IGNORECASE,
 )

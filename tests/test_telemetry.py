@@ -1,0 +1,178 @@
+"""Tracing set up from the OTEL_* variables alone, its sampling decision, and the logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+
+from krakenfeed.telemetry import configure_logging, configure_tracing, redact
+from tests.trace_receiver import TraceReceiver
+
+OTEL_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_SDK_DISABLED",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in OTEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_without_an_endpoint_nothing_is_built(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    clean_env.setenv("OTEL_SERVICE_NAME", "krakenfeed-ingest")
+    assert configure_tracing("krakenfeed-ingest") is None
+
+
+def test_a_disabled_sdk_builds_nothing_even_with_an_endpoint(
+    clean_env: pytest.MonkeyPatch, otlp: TraceReceiver
+) -> None:
+    clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
+    clean_env.setenv("OTEL_SDK_DISABLED", "true")
+    assert configure_tracing("krakenfeed-ingest") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("OTEL_TRACES_SAMPLER", "jaeger_remote", "OTEL_TRACES_SAMPLER: got 'jaeger_remote'"),
+        ("OTEL_TRACES_SAMPLER_ARG", "2", "OTEL_TRACES_SAMPLER_ARG: got '2'; expected a ratio"),
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "http/json",
+            "OTEL_EXPORTER_OTLP_PROTOCOL: got 'http/json'",
+        ),
+    ],
+)
+def test_a_value_it_cannot_use_is_named(
+    clean_env: pytest.MonkeyPatch, otlp: TraceReceiver, name: str, value: str, message: str
+) -> None:
+    clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
+    clean_env.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    clean_env.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        configure_tracing("krakenfeed-ingest")
+
+
+def test_roots_are_sampled_by_the_trace_id_ratio_rule_before_any_span_exists(
+    clean_env: pytest.MonkeyPatch, otlp: TraceReceiver
+) -> None:
+    clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
+    clean_env.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    clean_env.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    clean_env.setenv("OTEL_RESOURCE_ATTRIBUTES", "krakenfeed.feed=test/ratio")
+    tracing = configure_tracing("krakenfeed-ingest")
+    assert tracing is not None
+    draws = 4000
+    sampled = []
+    for _ in range(draws):
+        headers = tracing.start_send("krakenfeed.test.ratio.ticker", b"PF_XBTUSD")
+        if headers is not None:
+            tracing.end_send()
+            sampled.append(headers)
+    tracing.shutdown()
+    # Binomial(4000, 0.25): mean 1000, standard deviation 27.
+    assert 850 < len(sampled) < 1150
+    # W3C traceparent: version-trace id-span id-flags, the sampled flag set.
+    assert all(name == "traceparent" and int(value[-2:], 16) & 1 for [(name, value)] in sampled)
+    spans = otlp.spans(lambda s: s.resource.get("krakenfeed.feed") == "test/ratio")
+    assert len(spans) == len(sampled)
+    assert {s.service for s in spans} == {"krakenfeed-ingest"}
+    bound = round(0.25 * 2**64)
+    assert all(int(s.trace_id, 16) & (2**64 - 1) < bound for s in spans)
+    assert {f"00-{s.trace_id}-{s.span_id}".encode() for s in spans} == {
+        value[:-3] for [(_, value)] in sampled
+    }
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+PASSWORD = "s3cr3t-Pa55"
+
+
+def test_logs_are_json_lines_with_the_active_span_and_no_secret(
+    clean_env: pytest.MonkeyPatch, otlp: TraceReceiver, restore_logging: None
+) -> None:
+    clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
+    tracing = configure_tracing("krakenfeed-detector")
+    assert tracing is not None
+    out = io.StringIO()
+    configure_logging("INFO", out)
+    log = logging.getLogger("krakenfeed.test")
+    url = f"postgresql://krakenfeed:{PASSWORD}@db.example:5432/markets?sslmode=require"
+    log.info("connecting to %s", url)
+    log.debug("not at INFO")
+    with tracing.tracer.start_as_current_span("step") as span:
+        log.warning("conninfo host=db password=%s dbname=markets", PASSWORD)
+        try:
+            raise ConnectionError(f"cannot reach {url}")
+        except ConnectionError:
+            log.exception("write failed")
+    tracing.shutdown()
+
+    lines = out.getvalue().splitlines()
+    assert PASSWORD not in out.getvalue()
+    entries = [json.loads(line) for line in lines]
+    assert [e["level"] for e in entries] == ["INFO", "WARNING", "ERROR"]
+    assert entries[0]["message"] == (
+        "connecting to postgresql://krakenfeed:***@db.example:5432/markets?sslmode=require"
+    )
+    assert "trace_id" not in entries[0]
+    context = span.get_span_context()
+    for entry in entries[1:]:
+        assert entry["trace_id"] == format(context.trace_id, "032x")
+        assert entry["span_id"] == format(context.span_id, "016x")
+        assert entry["logger"] == "krakenfeed.test"
+    assert entries[1]["message"] == "conninfo host=db password=*** dbname=markets"
+    assert "ConnectionError: cannot reach postgresql://krakenfeed:***@" in entries[2]["exception"]
+
+
+def test_a_terminal_gets_readable_lines(restore_logging: None) -> None:
+    out = _Terminal()
+    configure_logging("DEBUG", out)
+    logging.getLogger("krakenfeed.test").debug("token=abc123 sent")
+    line = out.getvalue().strip()
+    assert line.endswith("DEBUG krakenfeed.test: token=*** sent")
+    assert not line.startswith("{")
+    assert trace.get_current_span().get_span_context().is_valid is False
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("kafka://user:pw@broker:9092", "kafka://user:***@broker:9092"),
+        ("postgresql://only-user@host/db", "postgresql://only-user@host/db"),
+        ("PGPASSWORD='a b' next", "PGPASSWORD=*** next"),
+        ("sasl.password: hunter2", "sasl.password: ***"),
+        ("?api_key=xyz&x=1", "?api_key=***&x=1"),
+        ("mail me at a@b.c", "mail me at a@b.c"),
+    ],
+)
+def test_redaction(text: str, masked: str) -> None:
+    assert redact(text) == masked

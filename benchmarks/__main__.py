@@ -7,6 +7,7 @@ from benchmarks import (  # noqa: F401  (each module registers its benchmark)
     operator_reconcile,
     reconnect_recovery,
     slice_throughput,
+    tracing_overhead,
 )
 from benchmarks.nab import run as nab  # noqa: F401
 from benchmarks.runner import run, write_results

@@ -42,6 +42,7 @@ from krakenfeed.kafka import (
 from krakenfeed.market import FUTURES, SPOT, generate_market
 from krakenfeed.pipeline import build_detector_app
 from krakenfeed.store import EncodedRecord, PostgresSink
+from krakenfeed.telemetry import Tracing
 
 THROUGHPUT_SECONDS = 14_400
 """Market time generated for the throughput run: about 80k events."""
@@ -119,6 +120,7 @@ def _detect_until_written(
     guarantee: ProcessingGuarantee,
     markets: int,
     timeout: float,
+    tracing: Tracing | None = None,
 ) -> None:
     """Run the detector on ``feed`` until ``markets`` market records are in PostgreSQL."""
     with tempfile.TemporaryDirectory() as state_dir:
@@ -128,6 +130,7 @@ def _detect_until_written(
             sink=sink,
             state_dir=Path(state_dir),
             processing_guarantee=guarantee,
+            tracing=tracing,
         )
         try:
             run_until(

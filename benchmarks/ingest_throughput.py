@@ -32,6 +32,7 @@ from krakenfeed.ingest.protocol import FuturesProtocol
 from krakenfeed.ingest.worker import IngestSettings, IngestWorker
 from krakenfeed.kafka import PRODUCER_CONFIG, make_application
 from krakenfeed.replay.session import generate_session
+from krakenfeed.telemetry import Tracing
 
 PRODUCTS = ("PF_XBTUSD", "PI_XBTUSD")
 FRAMES_PER_STREAM = 40_000
@@ -64,7 +65,9 @@ def _subscribe(ws: websocket.WebSocket) -> None:
         ws.send(request)
 
 
-def _krakenfeed(url: str, broker: str, frames: int) -> tuple[float, int]:
+def _krakenfeed(
+    url: str, broker: str, frames: int, tracing: Tracing | None = None
+) -> tuple[float, int]:
     worker = IngestWorker(
         IngestSettings(
             feed=FeedId("bench", f"ingest-{uuid.uuid4().hex[:8]}"),
@@ -74,7 +77,8 @@ def _krakenfeed(url: str, broker: str, frames: int) -> tuple[float, int]:
             broker=broker,
             url=url,
             max_clock_skew_ms=0,
-        )
+        ),
+        tracing=tracing,
     )
     data_kinds = ("ticker", "trade", "trade_snapshot")
     thread = threading.Thread(target=worker.run)

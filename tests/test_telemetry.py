@@ -9,7 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
+from oteltest.sink import HttpSink
 
+from krakenfeed.embedded import wait_until
+from krakenfeed.embedded.net import free_port, port_open
 from krakenfeed.telemetry import configure_logging, configure_tracing, redact
 from tests.trace_receiver import TraceReceiver
 
@@ -97,6 +100,32 @@ def test_roots_are_sampled_by_the_trace_id_ratio_rule_before_any_span_exists(
     assert {f"00-{s.trace_id}-{s.span_id}".encode() for s in spans} == {
         value[:-3] for [(_, value)] in sampled
     }
+
+
+def test_http_protobuf_goes_to_the_endpoints_v1_traces(clean_env: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    receiver = TraceReceiver(port)
+    sink = HttpSink(receiver, logging.getLogger("tests.http_receiver"), port=port)
+    sink.start()
+    try:
+        wait_until(lambda: port_open(port), 10, "the OTLP/HTTP receiver")
+        clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        clean_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        clean_env.setenv("OTEL_SERVICE_NAME", "krakenfeed-http-test")
+        tracing = configure_tracing("krakenfeed-ingest")
+        assert tracing is not None
+        with tracing.sending("krakenfeed.test.http.trade", None) as headers:
+            assert headers
+        tracing.shutdown()
+    finally:
+        sink.stop()
+    [span] = receiver.spans()
+    assert (span.service, span.name, span.kind) == (
+        "krakenfeed-http-test",
+        "send krakenfeed.test.http.trade",
+        "PRODUCER",
+    )
+    assert "messaging.kafka.message.key" not in span.attributes
 
 
 class _Terminal(io.StringIO):

@@ -8,6 +8,7 @@ and each reconnect, stale product and gap on the quality topic.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -598,7 +599,9 @@ def test_a_terminal_refusal_exits_non_zero_with_one_line(
         sent = expected_from(server.sent("futures"), "futures")
         assert server.connections == len(faults), "no retry after a terminal answer"
     assert code == 2, output
-    errors = [line for line in output.splitlines() if " ERROR " in line]
+    # Not a terminal: one JSON object per log line.
+    entries = [json.loads(line) for line in output.splitlines()]
+    errors = [entry["message"] for entry in entries if entry["level"] == "ERROR"]
     assert len(errors) == 1, output
     assert reason in errors[0] and "terminal" in errors[0]
     # What came before the terminal answer was delivered, once.

@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry import trace
@@ -14,6 +17,7 @@ from oteltest.sink import HttpSink
 from krakenfeed.embedded import wait_until
 from krakenfeed.embedded.net import free_port, port_open
 from krakenfeed.telemetry import configure_logging, configure_tracing, redact
+from tests.conftest import Kafka
 from tests.trace_receiver import TraceReceiver
 
 OTEL_VARIABLES = (
@@ -180,6 +184,31 @@ def test_logs_are_json_lines_with_the_active_span_and_no_secret(
         assert entry["logger"] == "krakenfeed.test"
     assert entries[1]["message"] == "conninfo host=db password=*** dbname=markets"
     assert "ConnectionError: cannot reach postgresql://krakenfeed:***@" in entries[2]["exception"]
+
+
+def test_the_detector_never_logs_its_postgresql_password(kafka: Kafka, tmp_path: Path) -> None:
+    """The real worker at DEBUG, PostgreSQL away: its log names the outage, in JSON
+    lines, and not the password of the URL it was given."""
+    url = f"postgresql://krakenfeed:{PASSWORD}@127.0.0.1:{free_port()}/markets"
+    command = [
+        sys.executable, "-m", "krakenfeed", "--log-level", "DEBUG", "detect",
+        "--feed", "secret", "--broker", kafka.bootstrap, "--postgres-url", url,
+        "--state-dir", str(tmp_path / "state"),
+    ]  # fmt: skip
+    log = tmp_path / "detect.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "database unavailable" in log.read_text(), 60, "the outage logged")
+    finally:
+        process.kill()
+        process.wait()
+    output = log.read_text()
+    assert PASSWORD not in output
+    entries = [json.loads(line) for line in output.splitlines() if line.strip()]
+    assert any(
+        e["level"] == "WARNING" and "PostgreSQL unreachable" in e["message"] for e in entries
+    )
 
 
 def test_a_terminal_gets_readable_lines(restore_logging: None) -> None:

@@ -6,6 +6,7 @@ configured here, so producer durability and topic settings live in one place.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -66,7 +67,11 @@ PRODUCER_CONFIG: dict[str, Any] = {
 def make_application(broker: str, **kwargs: Any) -> Application:
     """An Application with krakenfeed's producer durability settings."""
     extra = {**PRODUCER_CONFIG, **kwargs.pop("producer_extra_config", {})}
-    kwargs.setdefault("loglevel", "WARNING")
+    if "loglevel" not in kwargs:
+        # quixstreams (and librdkafka through it) then log through the process's own
+        # handler, as JSON lines like every other line; warnings and worse only.
+        kwargs["loglevel"] = None
+        logging.getLogger("quixstreams").setLevel(logging.WARNING)
     return Application(broker_address=broker, producer_extra_config=extra, **kwargs)
 
 

@@ -55,6 +55,7 @@ OPERATOR_VALUES: dict[str, dict[str, Any]] = {
         "monitoring": {"podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
         "metricsPort": 9100,
     },
+    "traced": {"telemetry": {"otlpEndpoint": "http://jaeger:4317", "samplingRatio": 0.25}},
 }
 STACK_VALUES: dict[str, dict[str, Any]] = {
     "default": {},
@@ -158,6 +159,7 @@ def test_rendered_core_resources_are_valid_kubernetes(
         (STACK, {"kafka": {"storage": {"type": "nfs"}}}, "kafka.storage.type"),
         (STACK, {"replay": {"pace": "fast"}}, "replay.pace"),
         (STACK, {"krakenfeed-operator": {"livenessPort": 80}}, "livenessPort"),
+        (OPERATOR, {"telemetry": {"otlpEndpoint": "jaeger:4317"}}, "otlpEndpoint"),
     ],
 )
 def test_values_schema_rejects_bad_values_by_name(
@@ -227,7 +229,9 @@ def test_the_operator_is_configured_through_its_contract_variables(
     ]
     env = _env(container)
     contract = {option.env: option for option in OPERATOR_OPTIONS}
-    assert set(env) - {"KRAKENFEED_LOG_LEVEL"} <= contract.keys(), "unknown operator variable"
+    otel = {name for name in env if name.startswith("OTEL_")}
+    assert set(env) - otel - {"KRAKENFEED_LOG_LEVEL"} <= contract.keys(), "unknown variable"
+    assert not otel, "no endpoint, no OpenTelemetry variables"
     assert env["KRAKENFEED_WATCH_NAMESPACES"] == watched
     port = int(env["KRAKENFEED_LIVENESS_PORT"])
     metrics = int(env["KRAKENFEED_METRICS_PORT"])
@@ -246,6 +250,19 @@ def test_the_operator_is_configured_through_its_contract_variables(
         assert container["image"] == f"ghcr.io/krakenfeed/krakenfeed-operator:{PROJECT_VERSION}"
         assert env["KRAKENFEED_WORKER_IMAGE"] == f"ghcr.io/krakenfeed/krakenfeed:{PROJECT_VERSION}"
         assert port == int(contract["KRAKENFEED_LIVENESS_PORT"].default or 0)
+
+
+def test_the_operator_exports_its_spans_only_where_the_values_point(render: Render) -> None:
+    (container,) = _operator(render(OPERATOR, OPERATOR_VALUES["traced"]))["spec"]["template"][
+        "spec"
+    ]["containers"]
+    otel = {name: value for name, value in _env(container).items() if name.startswith("OTEL_")}
+    assert otel == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317",
+        "OTEL_SERVICE_NAME": "krakenfeed-operator",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+    }
 
 
 def test_one_operator_runs_at_a_time(render: Render) -> None:

@@ -25,7 +25,7 @@ with warnings.catch_warnings():
     from quixstreams.app import ProcessingGuarantee
     from quixstreams.kafka import Producer
     from quixstreams.models import HeadersTuples, Topic, TopicConfig
-    from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
+    from quixstreams.sinks import BaseSink, BatchingSink, SinkBackpressureError, SinkBatch
 
 from krakenfeed.contracts import (
     TOPIC_CONFIG,
@@ -41,6 +41,7 @@ from krakenfeed.contracts.records import AnyRecord
 __all__ = [
     "PRODUCER_CONFIG",
     "Application",
+    "BaseSink",
     "BatchingSink",
     "HeadersTuples",
     "ProcessingGuarantee",

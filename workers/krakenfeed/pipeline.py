@@ -61,6 +61,7 @@ from krakenfeed.detect import (
 )
 from krakenfeed.kafka import (
     Application,
+    BaseSink,
     ProcessingGuarantee,
     Topic,
     contract_topics,
@@ -141,6 +142,7 @@ class Detect:
         topics: dict[Stream, Topic],
         clock_ns: Callable[[], int],
         sink: PostgresSink,
+        states: WriteBehindState,
         watch: SilenceWatch | None = None,
     ) -> None:
         self._put = sink.put
@@ -151,9 +153,7 @@ class Detect:
         self._anomalies = topics[Stream.ANOMALIES].name
         self._dead_letters = topics[Stream.DLQ].name
         self._clock_ns = clock_ns
-        self._decoded: dict[Any, tuple[bytes, ProductState]] = {}
-        """Per key (product): the state bytes last stored and the state they encode.
-        Bounded by the feed's products."""
+        self._states = states
 
     def __call__(self, value: bytes, key: Any, timestamp_ms: int, headers: Any, state: Any) -> None:
         context = message_context()
@@ -162,31 +162,16 @@ class Detect:
             self._publish(self._dead_letters, record, record_timestamp_ms(record))
             self._put(context.topic, context.partition, record)
             return
-        engine = self._engine
-        stored = state.get_bytes(_STATE_KEY)
-        # The state this step stored last is still decoded here, and the checkpoint's
-        # transaction hands back the very bytes object it was given: reuse the
-        # decoded state only then. After a commit, an aborted checkpoint or a
-        # rebalance the store returns other bytes, and those are decoded.
-        remembered = self._decoded.pop(key, None)
-        if remembered is not None and remembered[0] is stored:
-            product_state = remembered[1]
-        elif stored is None:
-            product_state = engine.new_state(record.product)
-        else:
-            product_state = decode_state(stored)
+        product_state = self._states.get(key, record.product, state)
         watch = self._watch
         if watch is not None:
             watch.before(key, product_state)
         event_time_ms = record_timestamp_ms(record)
-        anomalies = engine.process(product_state, record, event_time_ms, self._clock_ns())
+        anomalies = self._engine.process(product_state, record, event_time_ms, self._clock_ns())
         if anomalies:
             anomalies = _with_trace_id(anomalies)
         if watch is not None:
             watch.seen(key, context.partition, product_state)
-        encoded_state = encode_state(product_state)
-        state.set_bytes(_STATE_KEY, encoded_state)
-        self._decoded[key] = (encoded_state, product_state)
         for anomaly in anomalies:
             self._publish(self._anomalies, anomaly, anomaly.event_time_ms)
         row = EncodedRecord(type(record), event_time_ms, value)
@@ -224,6 +209,77 @@ def traced(step: Detect, tracing: Tracing, sink: PostgresSink, group: str) -> An
             return step(value, key, timestamp_ms, headers, state)
 
     return step_traced
+
+
+class WriteBehindState(BaseSink):
+    """The products' engine states, kept decoded between records and written to the
+    quixstreams state store once per checkpoint rather than once per record.
+
+    Encoding a state and writing it to the store's transaction on every record cost
+    more than the detectors themselves. Registered with the Application's sink
+    manager, this object is flushed by every checkpoint before the checkpoint
+    prepares its store transactions: each state the checkpoint changed goes into
+    that checkpoint's transaction, hence into its changelog records and, under
+    exactly-once, into the Kafka transaction of its offsets and anomalies, exactly
+    as writing it on every record did. Reads give what per-record writes would:
+
+    - a product already read in the open checkpoint is the object in memory, which
+      is what the store would hold after its last record;
+    - a product's first read in a checkpoint reuses the object in memory only when
+      the store holds the very bytes this object last wrote for it (the encoding is
+      deterministic: equal bytes, equal state). After an aborted checkpoint, a
+      rebalance or a restart the store holds other bytes, or none, and those are
+      decoded;
+    - when a checkpoint ends without a flush (it was dropped), the states it
+      changed are ahead of the store and are forgotten.
+    """
+
+    def __init__(self, new_state: Callable[[str], ProductState], processing: Any) -> None:
+        """``processing`` is the Application's processing context: its ``checkpoint``
+        is the open checkpoint."""
+        super().__init__()
+        self._new_state = new_state
+        self._processing = processing
+        self._open: object = None
+        """The checkpoint that the states in ``_changed`` belong to."""
+        self._changed: dict[Any, tuple[ProductState, Any]] = {}
+        """Per key (product) read in the open checkpoint: its state, and the
+        quixstreams ``State`` of the checkpoint's transaction to write it to."""
+        self._written: dict[Any, tuple[ProductState, bytes]] = {}
+        """Per key: its state as of the last flush, and the bytes written for it.
+        Bounded by the feed's products."""
+
+    def get(self, key: Any, product: str, state: Any) -> ProductState:
+        """The state of ``key``'s product, which the caller may change until the next
+        checkpoint; ``state`` is the step's quixstreams ``State`` for this record."""
+        checkpoint = self._processing.checkpoint
+        if checkpoint is not self._open:
+            self._changed.clear()
+            self._open = checkpoint
+        changed = self._changed.get(key)
+        if changed is not None:
+            return changed[0]
+        stored = state.get_bytes(_STATE_KEY)
+        written = self._written.pop(key, None)
+        if written is not None and written[1] == stored:
+            product_state = written[0]
+        elif stored is None:
+            product_state = self._new_state(product)
+        else:
+            product_state = decode_state(stored)
+        self._changed[key] = (product_state, state)
+        return product_state
+
+    def flush(self) -> None:
+        """Write the states the open checkpoint changed into its store transactions."""
+        for key, (product_state, state) in self._changed.items():
+            encoded = encode_state(product_state)
+            state.set_bytes(_STATE_KEY, encoded)
+            self._written[key] = (product_state, encoded)
+        self._changed.clear()
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("WriteBehindState takes states from get(), not records from .sink()")
 
 
 class SilenceWatch:
@@ -417,20 +473,24 @@ def build_detector_app(
                 clock_ns,
                 silence_check_s,
             )
+        processing = sdf.processing_context
+        states = WriteBehindState(engine.new_state, processing)
         detect = Detect(
             Decoder(feed, stream, kind),
             engine,
-            sdf.processing_context.producer,
+            processing.producer,
             topics,
             clock_ns,
             sink,
+            states,
             watch,
         )
         step = traced(detect, tracing, sink, group) if tracing else detect
         sdf.apply(step, stateful=True, metadata=True)
-        # The step puts its rows into the sink itself; registered, the sink is
-        # flushed by every checkpoint like one attached with ``.sink()``.
-        sdf.processing_context.sink_manager.register(sink)
+        # The step puts its rows into the sink and its states into the store itself;
+        # registered, both are flushed by every checkpoint like a ``.sink()``.
+        processing.sink_manager.register(states)
+        processing.sink_manager.register(sink)
     decoded(Stream.DLQ, DeadLetter).sink(sink)
     decoded(Stream.QUALITY, QualityEvent).sink(sink)
     return app, sink

@@ -23,6 +23,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=authlib.deprecate.AuthlibDeprecationWarning)
     from quixstreams import Application, message_context
     from quixstreams.app import ProcessingGuarantee
+    from quixstreams.dataframe import StreamingDataFrame
     from quixstreams.kafka import Producer
     from quixstreams.models import HeadersTuples, Topic, TopicConfig
     from quixstreams.sinks import BaseSink, BatchingSink, SinkBackpressureError, SinkBatch
@@ -48,6 +49,7 @@ __all__ = [
     "Producer",
     "SinkBackpressureError",
     "SinkBatch",
+    "StreamingDataFrame",
     "StreamingProducer",
     "Topic",
     "broker_check",

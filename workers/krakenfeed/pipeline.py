@@ -63,6 +63,7 @@ from krakenfeed.kafka import (
     Application,
     BaseSink,
     ProcessingGuarantee,
+    StreamingDataFrame,
     Topic,
     contract_topics,
     make_application,
@@ -155,14 +156,14 @@ class Detect:
         self._clock_ns = clock_ns
         self._states = states
 
-    def __call__(self, value: bytes, key: Any, timestamp_ms: int, headers: Any, state: Any) -> None:
+    def __call__(self, value: bytes, key: Any, timestamp_ms: int, headers: Any) -> None:
         context = message_context()
         record = self._decode(value, timestamp_ms)
         if isinstance(record, DeadLetter):
             self._publish(self._dead_letters, record, record_timestamp_ms(record))
             self._put(context.topic, context.partition, record)
             return
-        product_state = self._states.get(key, record.product, state)
+        product_state = self._states.get(key, record.product, context.partition)
         watch = self._watch
         if watch is not None:
             watch.before(key, product_state)
@@ -197,16 +198,16 @@ def traced(step: Detect, tracing: Tracing, sink: PostgresSink, group: str) -> An
     records cost one look at their headers."""
     sampled_parent = tracing.sampled_parent
 
-    def step_traced(value: bytes, key: Any, timestamp_ms: int, headers: Any, state: Any) -> None:
+    def step_traced(value: bytes, key: Any, timestamp_ms: int, headers: Any) -> None:
         parent = sampled_parent(headers)
         if parent is None:
-            return step(value, key, timestamp_ms, headers, state)
+            return step(value, key, timestamp_ms, headers)
         context = message_context()
         with tracing.processing(
             parent, context.topic, context.partition, context.offset, key, group
         ) as span:
             sink.link(context.topic, context.partition, span.get_span_context())
-            return step(value, key, timestamp_ms, headers, state)
+            return step(value, key, timestamp_ms, headers)
 
     return step_traced
 
@@ -234,12 +235,13 @@ class WriteBehindState(BaseSink):
       changed are ahead of the store and are forgotten.
     """
 
-    def __init__(self, new_state: Callable[[str], ProductState], processing: Any) -> None:
-        """``processing`` is the Application's processing context: its ``checkpoint``
-        is the open checkpoint."""
+    def __init__(self, new_state: Callable[[str], ProductState], sdf: StreamingDataFrame) -> None:
+        """Keeps the states of ``sdf``'s stream, in the state store it registers."""
         super().__init__()
+        sdf.register_store()
         self._new_state = new_state
-        self._processing = processing
+        self._processing = sdf.processing_context
+        self._stream_id = sdf.stream_id
         self._open: object = None
         """The checkpoint that the states in ``_changed`` belong to."""
         self._changed: dict[Any, tuple[ProductState, Any]] = {}
@@ -249,9 +251,9 @@ class WriteBehindState(BaseSink):
         """Per key: its state as of the last flush, and the bytes written for it.
         Bounded by the feed's products."""
 
-    def get(self, key: Any, product: str, state: Any) -> ProductState:
-        """The state of ``key``'s product, which the caller may change until the next
-        checkpoint; ``state`` is the step's quixstreams ``State`` for this record."""
+    def get(self, key: Any, product: str, partition: int) -> ProductState:
+        """The state of ``key``'s product, on ``partition``, which the caller may
+        change until the next checkpoint."""
         checkpoint = self._processing.checkpoint
         if checkpoint is not self._open:
             self._changed.clear()
@@ -259,6 +261,9 @@ class WriteBehindState(BaseSink):
         changed = self._changed.get(key)
         if changed is not None:
             return changed[0]
+        # What a stateful ``apply`` hands its step on every record, taken here only
+        # on a product's first record in the checkpoint.
+        state = checkpoint.get_store_transaction(self._stream_id, partition).as_state(prefix=key)
         stored = state.get_bytes(_STATE_KEY)
         written = self._written.pop(key, None)
         if written is not None and written[1] == stored:
@@ -474,7 +479,7 @@ def build_detector_app(
                 silence_check_s,
             )
         processing = sdf.processing_context
-        states = WriteBehindState(engine.new_state, processing)
+        states = WriteBehindState(engine.new_state, sdf)
         detect = Detect(
             Decoder(feed, stream, kind),
             engine,
@@ -486,7 +491,7 @@ def build_detector_app(
             watch,
         )
         step = traced(detect, tracing, sink, group) if tracing else detect
-        sdf.apply(step, stateful=True, metadata=True)
+        sdf.apply(step, metadata=True)
         # The step puts its rows into the sink and its states into the store itself;
         # registered, both are flushed by every checkpoint like a ``.sink()``.
         processing.sink_manager.register(states)

@@ -310,12 +310,14 @@ class PostgresSink(BatchingSink):
         (self._pending.get(tp) or self._buffer(tp)).append(span)
 
     def flush(self) -> None:
-        """Write everything added since the last checkpoint, or raise."""
-        try:
-            for values in self._pending.values():
-                self._hand_over(values)
-        finally:
-            self._pending.clear()
+        """Write everything added since the last checkpoint, or raise.
+
+        The partitions' remainders go as one write: the checkpoint waits for one
+        PostgreSQL transaction, not one per partition."""
+        remainder = [value for values in self._pending.values() for value in values]
+        self._pending.clear()
+        if remainder:
+            self._hand_over(remainder)
         self._wait_for_writes()
         error, self._write_error = self._write_error, None
         if error is not None:

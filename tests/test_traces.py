@@ -29,6 +29,7 @@ from krakenfeed.contracts import (
 from krakenfeed.embedded import wait_until
 from krakenfeed.replay.server import ReplayServer
 from krakenfeed.replay.session import generate_session
+from krakenfeed.telemetry.tracing import ANOMALY_DETECTORS
 from krakenfeed_operator.builders import Owner, build_detector, build_ingest, shared_env
 from tests.conftest import RETENTION_DAYS, Kafka
 from tests.kafka_reader import read_topic
@@ -48,7 +49,7 @@ def _operator_env(owner: Owner, spec: KrakenFeedSpec, manifest: dict[str, Any]) 
     env.update({item["name"]: item["value"] for item in container["env"] if "value" in item})
     otel = {name: value for name, value in env.items() if name.startswith("OTEL_")}
     assert otel["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
-    assert otel["OTEL_TRACES_SAMPLER_ARG"] == "1"
+    assert float(otel["OTEL_TRACES_SAMPLER_ARG"]) == spec.telemetry.sampling_ratio
     # Export at once: the test waits for spans, not for the batch timer.
     return {**os.environ, **otel, "OTEL_BSP_SCHEDULE_DELAY": "100"}
 
@@ -90,15 +91,22 @@ def _rows(url: str) -> tuple[int, list[tuple[str, str | None]]]:
     return markets[0], anomalies
 
 
-def test_one_trace_follows_each_record_from_ingest_to_its_postgresql_batch(
-    kafka: Kafka, postgres_url: str, feed: FeedId, otlp: TraceReceiver, tmp_path: Path
+def _run(
+    kafka: Kafka,
+    postgres_url: str,
+    feed: FeedId,
+    otlp: TraceReceiver,
+    tmp_path: Path,
+    sampling_ratio: float,
 ) -> None:
+    """Replay a session through both workers, configured by the operator's builders
+    to export to ``otlp`` at ``sampling_ratio``, until every record is a row."""
     session = generate_session("futures", [PRODUCT], count_per_product_channel=400, seed=11)
     owner = Owner(feed.namespace, feed.name, "uid")
     spec = parse_spec(
         {
             "sources": [{"api": "futures", "products": [PRODUCT]}],
-            "telemetry": {"otlpEndpoint": otlp.endpoint, "samplingRatio": 1.0},
+            "telemetry": {"otlpEndpoint": otlp.endpoint, "samplingRatio": sampling_ratio},
         }
     )
     ingest_env = _operator_env(owner, spec, build_ingest(owner, spec, spec.sources[0], "image"))
@@ -109,6 +117,7 @@ def test_one_trace_follows_each_record_from_ingest_to_its_postgresql_batch(
         "--state-dir", str(tmp_path / "state"), "--retention-days", str(RETENTION_DAYS),
         "--detector-config", DETECTOR_CONFIG,
     ]  # fmt: skip
+    records = 2 * 400
     with ReplayServer(session, keep_times=True) as server:
         ingest = [
             "ingest", *common, "--api", "futures", "--products", PRODUCT,
@@ -118,17 +127,25 @@ def test_one_trace_follows_each_record_from_ingest_to_its_postgresql_batch(
             _worker(detect, detector_env, tmp_path / "detect.log"),
             _worker(ingest, ingest_env, tmp_path / "ingest.log"),
         ):
-            sends = otlp.wait_for(
-                lambda spans: len(spans) >= 2 * 400,
-                lambda s: s.kind == "PRODUCER" and feed.name in s.name,
-                60,
-                "a send span per ticker and trade",
-            )
             wait_until(
-                lambda: _rows(postgres_url)[0] >= len(sends),
-                60,
-                f"{len(sends)} market rows in PostgreSQL",
+                lambda: _rows(postgres_url)[0] >= records,
+                90,
+                f"{records} market rows in PostgreSQL",
+                interval=0.2,
             )
+
+
+def test_one_trace_follows_each_record_from_ingest_to_its_postgresql_batch(
+    kafka: Kafka, postgres_url: str, feed: FeedId, otlp: TraceReceiver, tmp_path: Path
+) -> None:
+    _run(kafka, postgres_url, feed, otlp, tmp_path, sampling_ratio=1.0)
+    markets = _rows(postgres_url)[0]
+    otlp.wait_for(
+        lambda spans: len(spans) >= 2 * markets,
+        lambda s: s.resource.get("krakenfeed.feed") == str(feed) and s.kind != "CLIENT",
+        30,
+        "a send and a process span per ticker and trade",
+    )
     markets, anomaly_rows = _rows(postgres_url)
     assert anomaly_rows, "the lowered thresholds should find anomalies in the session"
 
@@ -140,7 +157,7 @@ def test_one_trace_follows_each_record_from_ingest_to_its_postgresql_batch(
     _check_processes(feed, {s.span_id: s for s in ours}, processes, markets)
     assert {s.parent_span_id for s in processes} == {s.span_id for s in market_sends}
     _check_writes(writes, processes, markets)
-    _check_anomalies(kafka, feed, ours, anomaly_rows)
+    _check_anomalies(kafka, feed, ours, anomaly_rows, sampled_at_ingest=True)
 
     # Both workers logged JSON lines only, quixstreams' included (no terminal).
     for name in ("ingest", "detect"):
@@ -213,18 +230,67 @@ def _check_writes(writes: list[ReceivedSpan], processes: list[ReceivedSpan], mar
 
 
 def _check_anomalies(
-    kafka: Kafka, feed: FeedId, ours: list[ReceivedSpan], anomaly_rows: list[Any]
-) -> None:
+    kafka: Kafka,
+    feed: FeedId,
+    ours: list[ReceivedSpan],
+    anomaly_rows: list[Any],
+    *,
+    sampled_at_ingest: bool,
+) -> dict[str, ReceivedSpan]:
     # Every anomaly row names the trace of the record that raised it: a process
-    # span at the receiver, whose parent is ingest's send span.
+    # span at the receiver, marked with the detectors, whose parent is ingest's send
+    # span when ingest sampled the record, and which is a root of its own when not.
+    # The anomaly's Kafka record carries that span as its traceparent.
     by_id = {s.span_id: s for s in ours}
-    process_by_trace = {s.trace_id: s for s in ours if s.kind == "CONSUMER"}
+    raised = {
+        s.trace_id: s for s in ours if s.kind == "CONSUMER" and ANOMALY_DETECTORS in s.attributes
+    }
     for detector, trace_id in anomaly_rows:
         assert trace_id is not None, detector
         assert len(trace_id) == 32 and int(trace_id, 16)
-        assert by_id[process_by_trace[trace_id].parent_span_id].service == "krakenfeed-ingest"
-    on_kafka = [
-        decode_record(m.value(), Anomaly)
-        for m in read_topic(kafka.bootstrap, topic(feed, Stream.ANOMALIES), len(anomaly_rows))
-    ]
-    assert sorted(a.trace_id or "" for a in on_kafka) == sorted(t or "" for _, t in anomaly_rows)
+        process = raised[trace_id]
+        assert detector in process.attributes[ANOMALY_DETECTORS]
+        if sampled_at_ingest:
+            assert by_id[process.parent_span_id].service == "krakenfeed-ingest"
+        else:
+            assert process.parent_span_id == ""
+    on_kafka = read_topic(kafka.bootstrap, topic(feed, Stream.ANOMALIES), len(anomaly_rows))
+    anomalies = [decode_record(m.value(), Anomaly) for m in on_kafka]
+    assert sorted(a.trace_id or "" for a in anomalies) == sorted(t or "" for _, t in anomaly_rows)
+    for message, anomaly in zip(on_kafka, anomalies, strict=True):
+        assert anomaly.trace_id is not None
+        span = raised[anomaly.trace_id]
+        version, trace_id, span_id, flags = dict(message.headers() or [])["traceparent"].split(b"-")
+        assert (version, trace_id, span_id) == (
+            b"00",
+            anomaly.trace_id.encode(),
+            span.span_id.encode(),
+        )
+        assert int(flags, 16) & 1, "sampled"
+    return raised
+
+
+def test_an_anomaly_raised_by_a_record_nobody_sampled_still_has_a_trace(
+    kafka: Kafka, postgres_url: str, feed: FeedId, otlp: TraceReceiver, tmp_path: Path
+) -> None:
+    # At a ratio of 0 ingest traces nothing and no record carries a traceparent;
+    # the records that raise anomalies are traced by the detector all the same,
+    # and nothing else is.
+    _run(kafka, postgres_url, feed, otlp, tmp_path, sampling_ratio=0.0)
+    markets, anomaly_rows = _rows(postgres_url)
+    assert anomaly_rows, "the lowered thresholds should find anomalies in the session"
+    ours = otlp.spans(lambda s: s.resource.get("krakenfeed.feed") == str(feed))
+    assert not [s for s in ours if s.kind == "PRODUCER"], "ingest sampled nothing"
+    raised = _check_anomalies(kafka, feed, ours, anomaly_rows, sampled_at_ingest=False)
+    processes = [s for s in ours if s.kind == "CONSUMER"]
+    assert processes == list(raised.values()) and len(processes) < markets
+    for span in processes:
+        assert span.service == "krakenfeed-detector"
+        assert span.name == f"process {span.attributes['messaging.destination.name']}"
+        assert isinstance(span.attributes["messaging.kafka.offset"], int)
+    # The PostgreSQL batches that hold those records link to their spans: sampled
+    # because of the link, whatever the ratio.
+    writes = [s for s in ours if s.kind == "CLIENT"]
+    assert {link for s in writes for link in s.links} == {
+        (s.trace_id, s.span_id) for s in processes
+    }

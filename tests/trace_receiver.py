@@ -21,6 +21,8 @@ SPAN_KIND = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUME
 
 def _value(any_value: Any) -> Any:
     field = any_value.WhichOneof("value")
+    if field == "array_value":
+        return [_value(item) for item in any_value.array_value.values]
     return getattr(any_value, field) if field else None
 
 

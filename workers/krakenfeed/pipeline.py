@@ -70,7 +70,7 @@ from krakenfeed.kafka import (
     message_context,
 )
 from krakenfeed.store import EncodedRecord, PostgresSink
-from krakenfeed.telemetry import Tracing, current_trace_id
+from krakenfeed.telemetry import Tracing, trace_id_hex
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,13 @@ class Detect:
         sink: PostgresSink,
         states: WriteBehindState,
         watch: SilenceWatch | None = None,
+        tracing: Tracing | None = None,
+        group: str = "",
     ) -> None:
         self._put = sink.put
+        self._link = sink.link
+        self._tracing = tracing
+        self._group = group
         self._watch = watch
         self._decode = decoder.decode
         self._engine = engine
@@ -169,27 +174,51 @@ class Detect:
             watch.before(key, product_state)
         event_time_ms = record_timestamp_ms(record)
         anomalies = self._engine.process(product_state, record, event_time_ms, self._clock_ns())
-        if anomalies:
-            anomalies = _with_trace_id(anomalies)
         if watch is not None:
             watch.seen(key, context.partition, product_state)
-        for anomaly in anomalies:
-            self._publish(self._anomalies, anomaly, anomaly.event_time_ms)
+        if anomalies:
+            headers = None
+            if self._tracing is not None:
+                anomalies, headers = self._trace(anomalies, context, key)
+            for anomaly in anomalies:
+                self._publish(self._anomalies, anomaly, anomaly.event_time_ms, headers)
         row = EncodedRecord(type(record), event_time_ms, value)
         self._put(context.topic, context.partition, [row, *anomalies])
 
-    def _publish(self, topic_name: str, record: Anomaly | DeadLetter, timestamp: int) -> None:
+    def _publish(
+        self,
+        topic_name: str,
+        record: Anomaly | DeadLetter,
+        timestamp: int,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         self._produce(
-            topic=topic_name, value=encode_record(record), key=record.product, timestamp=timestamp
+            topic=topic_name,
+            value=encode_record(record),
+            key=record.product,
+            timestamp=timestamp,
+            headers=headers,
         )
 
-
-def _with_trace_id(anomalies: list[Anomaly]) -> list[Anomaly]:
-    """The anomalies, carrying the trace of the record's span when it is traced."""
-    trace_id = current_trace_id()
-    if trace_id is None:
-        return anomalies
-    return [msgspec.structs.replace(a, trace_id=trace_id) for a in anomalies]
+    def _trace(
+        self, anomalies: list[Anomaly], context: Any, key: Any
+    ) -> tuple[list[Anomaly], list[tuple[str, bytes]]]:
+        """The anomalies carrying the trace of the span of the record that raised
+        them, and the headers that make that span their records' parent."""
+        assert self._tracing is not None
+        span, new = self._tracing.raised(
+            sorted({a.detector for a in anomalies}),
+            context.topic,
+            context.partition,
+            context.offset,
+            key,
+            self._group,
+        )
+        if new:
+            self._link(context.topic, context.partition, span)
+        trace_id = trace_id_hex(span)
+        traced = [msgspec.structs.replace(a, trace_id=trace_id) for a in anomalies]
+        return traced, self._tracing.headers(span)
 
 
 def traced(step: Detect, tracing: Tracing, sink: PostgresSink, group: str) -> Any:
@@ -489,6 +518,8 @@ def build_detector_app(
             sink,
             states,
             watch,
+            tracing,
+            group,
         )
         step = traced(detect, tracing, sink, group) if tracing else detect
         sdf.apply(step, metadata=True)

@@ -9,7 +9,6 @@ from krakenfeed.telemetry.tracing import (
     SpanContext,
     Tracing,
     configure_tracing,
-    current_trace_id,
     trace_id_hex,
 )
 
@@ -18,7 +17,6 @@ __all__ = [
     "Tracing",
     "configure_logging",
     "configure_tracing",
-    "current_trace_id",
     "redact",
     "trace_id_hex",
 ]

@@ -18,6 +18,12 @@ sampler agrees); a record read from Kafka is traced when its ``traceparent``
 header says sampled (``sampled_parent``), as a parent-based sampler would.
 Unsampled records carry no header and cost one random draw at ingest and one
 header check in the detector.
+
+Anomalies are the exception: a record that raises one is always traced. When its
+producer sampled it, its ``process`` span is marked with the detectors; when not,
+the detector opens a root ``process`` span for it that the sampler keeps whatever
+the ratio (``raised``). Either way the anomaly carries that span's trace id, and
+its Kafka record a ``traceparent`` header, so every anomaly has a trace to open.
 """
 
 from __future__ import annotations
@@ -65,11 +71,12 @@ __all__ = [
     "SpanContext",
     "Tracing",
     "configure_tracing",
-    "current_trace_id",
     "trace_id_hex",
 ]
 
 TRACEPARENT: Final = "traceparent"
+ANOMALY_DETECTORS: Final = "krakenfeed.anomaly.detectors"
+"""Attribute of a ``process`` span whose record raised anomalies: their detectors."""
 BATCH_LINKS: Final = 4096
 """Links a span keeps unless ``OTEL_SPAN_LINK_COUNT_LIMIT`` says otherwise: a
 PostgreSQL batch holds up to a few thousand records, each traced at 100%."""
@@ -115,10 +122,11 @@ def sampler_from_env(environ: Mapping[str, str]) -> tuple[Sampler, int]:
     return (ParentBased(root) if name.startswith("parentbased_") else root), bound
 
 
-class _BatchesFollowTheirRecords(Sampler):
-    """The configured sampler, except that a span with no parent and a sampled
-    link (a PostgreSQL batch holding a traced record) is sampled: otherwise a
-    ratio would drop most of the batches that the records' traces point to."""
+class _FollowAnomaliesAndBatches(Sampler):
+    """The configured sampler, except for two kinds of root span, always sampled:
+    one that records anomalies (``ANOMALY_DETECTORS``), so that every anomaly has a
+    trace; and one with a sampled link (a PostgreSQL batch holding a traced record),
+    since a ratio would otherwise drop most of the batches the records point to."""
 
     def __init__(self, configured: Sampler) -> None:
         self._configured = configured
@@ -133,16 +141,17 @@ class _BatchesFollowTheirRecords(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: trace.TraceState | None = None,
     ) -> SamplingResult:
-        if links and any(link.context.trace_flags.sampled for link in links):
-            parent = trace.get_current_span(parent_context).get_span_context()
-            if not parent.is_valid:
-                return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+        wanted = (attributes is not None and ANOMALY_DETECTORS in attributes) or (
+            links and any(link.context.trace_flags.sampled for link in links)
+        )
+        if wanted and not trace.get_current_span(parent_context).get_span_context().is_valid:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
         return self._configured.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
 
     def get_description(self) -> str:
-        return f"BatchesFollowTheirRecords{{{self._configured.get_description()}}}"
+        return f"FollowAnomaliesAndBatches{{{self._configured.get_description()}}}"
 
 
 class _DrawnIds(RandomIdGenerator):
@@ -186,12 +195,6 @@ _HEADERS: Final = _HeaderList()
 def trace_id_hex(context: SpanContext) -> str:
     """A trace id as Jaeger and the W3C header write it: 32 hex digits."""
     return format(context.trace_id, "032x")
-
-
-def current_trace_id() -> str | None:
-    """The trace id of this thread's current span when it is sampled, else None."""
-    context = trace.get_current_span().get_span_context()
-    return trace_id_hex(context) if context.trace_flags.sampled else None
 
 
 class Tracing:
@@ -288,20 +291,45 @@ class Tracing:
         group: str,
     ) -> contextlib.AbstractContextManager[trace.Span]:
         """The detector's span for one record, a child of its ``send`` span."""
-        attributes: dict[str, str | int] = {
-            messaging.MESSAGING_SYSTEM: _KAFKA,
-            messaging.MESSAGING_OPERATION_TYPE: _PROCESS,
-            messaging.MESSAGING_OPERATION_NAME: "process",
-            messaging.MESSAGING_DESTINATION_NAME: topic,
-            messaging.MESSAGING_DESTINATION_PARTITION_ID: str(partition),
-            messaging.MESSAGING_KAFKA_OFFSET: offset,
-            messaging.MESSAGING_CONSUMER_GROUP_NAME: group,
-        }
-        if key is not None:
-            attributes[messaging.MESSAGING_KAFKA_MESSAGE_KEY] = str(key)
         return self.tracer.start_as_current_span(
-            f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+            f"process {topic}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=_process_attributes(topic, partition, offset, key, group),
         )
+
+    def raised(
+        self,
+        detectors: Sequence[str],
+        topic: str,
+        partition: int,
+        offset: int,
+        key: Any,
+        group: str,
+    ) -> tuple[SpanContext, bool]:
+        """The span of a record that raised anomalies, and whether it is new.
+
+        Inside its sampled ``process`` span, that span, marked with the detectors.
+        Otherwise a root ``process`` span for the record, which the sampler keeps
+        whatever the ratio: ended at once, it holds the record's coordinates and the
+        detectors, and the PostgreSQL batch of its rows links to it."""
+        current = trace.get_current_span()
+        context = current.get_span_context()
+        if context.trace_flags.sampled:
+            current.set_attribute(ANOMALY_DETECTORS, list(detectors))
+            return context, False
+        attributes = _process_attributes(topic, partition, offset, key, group)
+        attributes[ANOMALY_DETECTORS] = list(detectors)
+        span = self.tracer.start_span(
+            f"process {topic}", context=Context(), kind=SpanKind.CONSUMER, attributes=attributes
+        )
+        span.end()
+        return span.get_span_context(), True
+
+    @staticmethod
+    def headers(context: SpanContext) -> list[tuple[str, bytes]]:
+        """Kafka headers that make ``context`` the parent of whatever reads the record."""
+        return Tracing._inject(trace.NonRecordingSpan(context))
 
     def writing(
         self, rows_by_table: Mapping[str, int], links: Sequence[SpanContext]
@@ -343,6 +371,24 @@ class Tracing:
     def shutdown(self) -> None:
         """Export what is buffered and stop."""
         self.provider.shutdown()
+
+
+def _process_attributes(
+    topic: str, partition: int, offset: int, key: Any, group: str
+) -> dict[str, str | int | list[str]]:
+    """What messaging conventions say of a consumed Kafka record."""
+    attributes: dict[str, str | int | list[str]] = {
+        messaging.MESSAGING_SYSTEM: _KAFKA,
+        messaging.MESSAGING_OPERATION_TYPE: _PROCESS,
+        messaging.MESSAGING_OPERATION_NAME: "process",
+        messaging.MESSAGING_DESTINATION_NAME: topic,
+        messaging.MESSAGING_DESTINATION_PARTITION_ID: str(partition),
+        messaging.MESSAGING_KAFKA_OFFSET: offset,
+        messaging.MESSAGING_CONSUMER_GROUP_NAME: group,
+    }
+    if key is not None:
+        attributes[messaging.MESSAGING_KAFKA_MESSAGE_KEY] = str(key)
+    return attributes
 
 
 def _exporter(environ: Mapping[str, str], endpoint: str) -> SpanExporter:
@@ -395,7 +441,7 @@ def configure_tracing(service_name: str, processor: SpanProcessor | None = None)
         resource = resource.merge(Resource({SERVICE_NAME: service_name}))
     ids = _DrawnIds()
     provider = TracerProvider(
-        sampler=_BatchesFollowTheirRecords(sampler),
+        sampler=_FollowAnomaliesAndBatches(sampler),
         resource=resource,
         id_generator=ids,
         span_limits=SpanLimits(

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
+import urllib.error
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from krakenfeed.embedded import wait_until
 from krakenfeed.local.store import local_postgres, running_port
@@ -25,6 +30,7 @@ def test_ctrl_c_stops_everything_in_order_and_keeps_the_rows() -> None:
         assert any("tansu" in p for p in running), running
         assert any("postgres" in p for p in running), running
         assert sum(" ingest " in p or " detect " in p for p in running) == 2, running
+        _check_endpoints("".join(up.lines))
         # The results commands use the running server rather than start their own.
         port = running_port(home.data_dir)
 
@@ -51,6 +57,38 @@ def test_ctrl_c_stops_everything_in_order_and_keeps_the_rows() -> None:
         with local_postgres(home.data_dir) as url, connect(url) as conn:
             stored = conn.execute("SELECT count(*) FROM anomalies").fetchone()
         assert stored is not None and stored[0] >= 1
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _check_endpoints(printed: str) -> None:
+    # Each worker serves its own metrics and probes on the port up printed for it.
+    endpoints = dict(
+        re.findall(r"(ingest-futures|detector) (http://127\.0\.0\.1:\d+)/metrics", printed)
+    )
+    assert endpoints.keys() == {"ingest-futures", "detector"}, printed
+    assert len(set(endpoints.values())) == 2
+    for base in endpoints.values():
+        readyz = f"{base}/readyz"
+
+        def ready(url: str = readyz) -> bool:
+            return _get(url)[0] == 200
+
+        wait_until(ready, 30, readyz)
+    _, text = _get(f"{endpoints['detector']}/metrics")
+    consumed = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "krakenfeed_detector_records_consumed_total"
+    ]
+    assert consumed and sum(consumed) > 0, text[:2000]
 
 
 def test_a_killed_up_leaves_only_its_database_which_the_next_command_stops() -> None:

@@ -51,6 +51,8 @@ class ChildSpec:
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    http_port: int | None = None
+    """Where the child serves /metrics, /livez and /readyz (its ``--http-port``)."""
 
 
 def krakenfeed_argv(*args: str) -> list[str]:

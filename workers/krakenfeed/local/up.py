@@ -31,8 +31,9 @@ from rich.live import Live
 from rich.logging import RichHandler
 
 from krakenfeed.contracts import FeedId, KrakenFeedSpec, Stream
+from krakenfeed.contracts.monitoring import METRICS_PATH
 from krakenfeed.embedded import EmbeddedKafka
-from krakenfeed.embedded.net import port_open
+from krakenfeed.embedded.net import free_port, port_open
 from krakenfeed.kafka import contract_topics, make_application
 from krakenfeed.local import demo as bundled
 from krakenfeed.local.monitor import FeedMonitor
@@ -176,15 +177,21 @@ def run_up(options: UpOptions, console: Console | None = None) -> int:
             # Created here once, so the workers never race each other to create them.
             contract_topics(make_application(broker), broker, options.feed, list(Stream))
             state_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="krakenfeed-state-"))
-            supervisor = Supervisor(
-                _children(options, broker, postgres_url, Path(state_dir), kraken, run_logs)
-            )
+            children = _children(options, broker, postgres_url, Path(state_dir), kraken, run_logs)
+            supervisor = Supervisor(children)
             # A broker of our own is fresh; another may hold days of this feed's history.
             monitor = FeedMonitor(broker, options.feed, from_start=options.broker is None)
             stack.callback(monitor.close)
             console.print(
                 f"krakenfeed up: feed {options.feed} · broker {broker} · data {base} · "
                 f"logs {run_logs}"
+            )
+            console.print(
+                "metrics: "
+                + " · ".join(
+                    f"{child.name} http://127.0.0.1:{child.http_port}{METRICS_PATH}"
+                    for child in children
+                )
             )
             warning = spot_pace_warning(options)
             if warning:
@@ -239,8 +246,11 @@ def _children(
     ]
     children = []
     for source in options.spec.sources:
+        # Each worker serves its metrics and probes on a port of its own: one
+        # KRAKENFEED_HTTP_PORT inherited by all of them would clash.
+        port = free_port()
         args = [
-            "ingest", *common, "--api", source.api,
+            "ingest", *common, "--api", source.api, "--http-port", str(port),
             "--products", ",".join(source.products), "--channels", ",".join(source.channels),
         ]  # fmt: skip
         url = kraken.url(source.api) if kraken is not None else source.url
@@ -254,10 +264,12 @@ def _children(
                 f"ingest-{source.api}",
                 krakenfeed_argv("--log-level", options.log_level, *args),
                 log_path=logs / f"ingest-{source.api}.log",
+                http_port=port,
             )
         )
+    port = free_port()
     detect = [
-        "detect", *common, "--state-dir", str(state_dir),
+        "detect", *common, "--state-dir", str(state_dir), "--http-port", str(port),
         "--retention-days", str(options.retention_days),
     ]  # fmt: skip
     if options.detector_config:
@@ -269,6 +281,7 @@ def _children(
             # The URL goes by environment, not argv, where ps would show it.
             env={"KRAKENFEED_POSTGRES_URL": postgres_url},
             log_path=logs / "detector.log",
+            http_port=port,
         )
     )
     return children

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,8 @@ group join and its pass through the warm-up must fit in it."""
 
 class _TimedSink(PostgresSink):
     """Times the sink from its first record to its last commit and, when
-    ``per_record``, each market record's Kafka timestamp to the checkpoint that
-    committed its row (a row written ahead of its checkpoint counts as committed at
-    the checkpoint, which overstates its latency a little)."""
+    ``per_record``, each market record's Kafka timestamp to the PostgreSQL commit of
+    its row (rows are written ahead of their checkpoint, as upserts)."""
 
     def __init__(self, *args: Any, per_record: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -70,22 +70,30 @@ class _TimedSink(PostgresSink):
         self.last_flush = 0.0
         self.committed: list[tuple[int, float]] = []
         """(Kafka timestamp, wall-clock commit time) in ms, per market record."""
-        self._timestamps: list[int] = []
 
     def put(self, topic: str, partition: int, value: Any) -> None:
         if self.first_add is None:
             self.first_add = time.perf_counter()
-        if self._per_record and type(value) is list and type(value[0]) is EncodedRecord:
-            # A market record's row: its event time is its Kafka timestamp.
-            self._timestamps.append(value[0].event_time_ms)
         super().put(topic, partition, value)
+
+    def write_values(self, items: Iterable[Any]) -> None:
+        if not self._per_record:
+            return super().write_values(items)
+        items = list(items)
+        # A market record's row: its event time is its Kafka timestamp.
+        times = [
+            value.event_time_ms
+            for item in items
+            for value in (item if type(item) is list else (item,))
+            if type(value) is EncodedRecord
+        ]
+        super().write_values(items)
+        committed_ms = time.time() * 1000
+        self.committed += [(t, committed_ms) for t in times]
 
     def flush(self) -> None:
         super().flush()
         self.last_flush = time.perf_counter()
-        committed_ms = time.time() * 1000
-        self.committed += [(t, committed_ms) for t in self._timestamps]
-        self._timestamps.clear()
 
 
 def publish(servers: Servers, feed: FeedId, records: list[Ticker | Trade]) -> None:
@@ -207,7 +215,7 @@ def _latency(
     servers: Servers, guarantee: ProcessingGuarantee = "exactly-once"
 ) -> tuple[list[float], list[float], Counter[str], float]:
     """Latencies (ms) from the Kafka timestamp of a record to the anomaly it raised
-    on the anomalies topic, and to the checkpoint that committed its row.
+    on the anomalies topic, and to the PostgreSQL commit of its row.
 
     The market runs in real time: every record's times are shifted so that pacing
     starts PACING_DELAY_S after the run starts, and each record is produced when

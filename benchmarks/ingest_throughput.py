@@ -40,6 +40,13 @@ SEED = 11
 ROUNDS = 3
 
 
+GENERATED_SESSION = (
+    "--generate-products", ",".join(PRODUCTS), "--generate-count", str(FRAMES_PER_STREAM),
+    "--seed", str(SEED), "--pace", "max", "--keep-times", "true",
+)  # fmt: skip
+"""The replay server's options that serve the session this benchmark generates."""
+
+
 @contextmanager
 def replay_server(*options: str) -> Iterator[str]:
     """``krakenfeed replay-server OPTIONS…``, pinned away from the measured core;
@@ -134,9 +141,7 @@ def ingest_throughput(servers: Servers) -> Result:
     # Interleaved rounds, median of each: this shared machine's noise moves single
     # runs by ±10%, more than the margins being measured.
     bares, tutorials, ours = [], [], []
-    generated = ["--generate-products", ",".join(PRODUCTS), "--generate-count"]
-    generated += [str(FRAMES_PER_STREAM), "--seed", str(SEED), "--pace", "max"]
-    with replay_server(*generated, "--keep-times", "true") as url:
+    with replay_server(*GENERATED_SESSION) as url:
         for _ in range(ROUNDS):
             bares.append(_bare_loop(url, broker, frames))
             tutorials.append(_tutorial(url, broker, frames))

@@ -21,7 +21,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from benchmarks.detector_throughput import THROUGHPUT_SECONDS, _detect_until_written, _TimedSink
-from benchmarks.ingest_throughput import FRAMES_PER_STREAM, PRODUCTS, SEED, _krakenfeed
+from benchmarks.ingest_throughput import (
+    FRAMES_PER_STREAM,
+    GENERATED_SESSION,
+    PRODUCTS,
+    SEED,
+    _krakenfeed,
+)
 from benchmarks.ingest_throughput import replay_server as ingest_replay_server
 from benchmarks.runner import Measurement, Result, Servers, benchmark
 from krakenfeed.contracts import (
@@ -179,7 +185,7 @@ def tracing_overhead(servers: Servers) -> Result:
     detector: dict[str, list[tuple[float, float]]] = {mode: [] for mode, _ in MODES}
     records = generate_market(seed=1, duration_s=THROUGHPUT_SECONDS).records
     with otlp_receiver() as endpoint:
-        with ingest_replay_server() as url:
+        with ingest_replay_server(*GENERATED_SESSION) as url:
             for _ in range(INGEST_ROUNDS):
                 for mode, ratio in MODES:
                     ingest[mode].append(_ingest_round(url, broker, frames, endpoint, ratio))

@@ -40,13 +40,6 @@ SEED = 11
 ROUNDS = 3
 
 
-GENERATED_SESSION = (
-    "--generate-products", ",".join(PRODUCTS), "--generate-count", str(FRAMES_PER_STREAM),
-    "--seed", str(SEED), "--pace", "max", "--keep-times", "true",
-)  # fmt: skip
-"""The replay server's options that serve the session this benchmark generates."""
-
-
 @contextmanager
 def replay_server(*options: str) -> Iterator[str]:
     """``krakenfeed replay-server OPTIONS…``, pinned away from the measured core;
@@ -65,6 +58,23 @@ def replay_server(*options: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextmanager
+def generated_session_server() -> Iterator[tuple[str, int]]:
+    """The replay server playing this benchmark's generated session at full pace;
+    yields its futures URL and the data frames a subscriber receives from it."""
+    session = generate_session(
+        "futures", PRODUCTS, count_per_product_channel=FRAMES_PER_STREAM, seed=SEED
+    )
+    # Every subscriber first gets one trade snapshot per product.
+    frames = len(session.frames["futures"]) + len(PRODUCTS)
+    options = (
+        "--generate-products", ",".join(PRODUCTS), "--generate-count", str(FRAMES_PER_STREAM),
+        "--seed", str(SEED), "--pace", "max", "--keep-times", "true",
+    )  # fmt: skip
+    with replay_server(*options) as url:
+        yield url, frames
 
 
 def _subscribe(ws: websocket.WebSocket) -> None:
@@ -132,16 +142,11 @@ def _tutorial(url: str, broker: str, frames: int) -> float:
 
 @benchmark("ingest")
 def ingest_throughput(servers: Servers) -> Result:
-    session = generate_session(
-        "futures", PRODUCTS, count_per_product_channel=FRAMES_PER_STREAM, seed=SEED
-    )
-    # Every subscriber first gets one trade snapshot per product.
-    frames = len(session.frames["futures"]) + len(PRODUCTS)
     broker = servers.kafka.bootstrap
     # Interleaved rounds, median of each: this shared machine's noise moves single
     # runs by ±10%, more than the margins being measured.
     bares, tutorials, ours = [], [], []
-    with replay_server(*GENERATED_SESSION) as url:
+    with generated_session_server() as (url, frames):
         for _ in range(ROUNDS):
             bares.append(_bare_loop(url, broker, frames))
             tutorials.append(_tutorial(url, broker, frames))

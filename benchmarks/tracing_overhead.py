@@ -21,14 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from benchmarks.detector_throughput import THROUGHPUT_SECONDS, _detect_until_written, _TimedSink
-from benchmarks.ingest_throughput import (
-    FRAMES_PER_STREAM,
-    GENERATED_SESSION,
-    PRODUCTS,
-    SEED,
-    _krakenfeed,
-)
-from benchmarks.ingest_throughput import replay_server as ingest_replay_server
+from benchmarks.ingest_throughput import _krakenfeed, generated_session_server
 from benchmarks.runner import Measurement, Result, Servers, benchmark
 from krakenfeed.contracts import (
     FeedId,
@@ -43,7 +36,6 @@ from krakenfeed.embedded import wait_until
 from krakenfeed.embedded.net import free_port, port_open
 from krakenfeed.kafka import contract_topics, make_application
 from krakenfeed.market import generate_market
-from krakenfeed.replay.session import generate_session
 from krakenfeed.telemetry import Tracing, configure_tracing
 
 MODES: tuple[tuple[str, float | None], ...] = (("off", None), ("1%", 0.01), ("100%", 1.0))
@@ -176,16 +168,12 @@ def _compare(
 
 @benchmark("tracing")
 def tracing_overhead(servers: Servers) -> Result:
-    session = generate_session(
-        "futures", PRODUCTS, count_per_product_channel=FRAMES_PER_STREAM, seed=SEED
-    )
-    frames = len(session.frames["futures"]) + len(PRODUCTS)
     broker = servers.kafka.bootstrap
     ingest: dict[str, list[tuple[float, int, float]]] = {mode: [] for mode, _ in MODES}
     detector: dict[str, list[tuple[float, float]]] = {mode: [] for mode, _ in MODES}
     records = generate_market(seed=1, duration_s=THROUGHPUT_SECONDS).records
     with otlp_receiver() as endpoint:
-        with ingest_replay_server(*GENERATED_SESSION) as url:
+        with generated_session_server() as (url, frames):
             for _ in range(INGEST_ROUNDS):
                 for mode, ratio in MODES:
                     ingest[mode].append(_ingest_round(url, broker, frames, endpoint, ratio))

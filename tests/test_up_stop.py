@@ -10,14 +10,12 @@ import os
 import re
 import signal
 import time
-import urllib.error
-import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from krakenfeed.contracts.monitoring import DETECTOR_CONSUMED
 from krakenfeed.embedded import wait_until
 from krakenfeed.local.store import local_postgres, running_port
 from krakenfeed.store.connection import connect
+from tests.scrape import Scrape, ready
 from tests.up_harness import local_home
 
 
@@ -59,36 +57,20 @@ def test_ctrl_c_stops_everything_in_order_and_keeps_the_rows() -> None:
         assert stored is not None and stored[0] >= 1
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 def _check_endpoints(printed: str) -> None:
     # Each worker serves its own metrics and probes on the port up printed for it.
-    endpoints = dict(
-        re.findall(r"(ingest-futures|detector) (http://127\.0\.0\.1:\d+)/metrics", printed)
-    )
-    assert endpoints.keys() == {"ingest-futures", "detector"}, printed
-    assert len(set(endpoints.values())) == 2
-    for base in endpoints.values():
-        readyz = f"{base}/readyz"
-
-        def ready(url: str = readyz) -> bool:
-            return _get(url)[0] == 200
-
-        wait_until(ready, 30, readyz)
-    _, text = _get(f"{endpoints['detector']}/metrics")
-    consumed = [
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "krakenfeed_detector_records_consumed_total"
-    ]
-    assert consumed and sum(consumed) > 0, text[:2000]
+    ports = {
+        name: int(port)
+        for name, port in re.findall(
+            r"(ingest-futures|detector) http://127\.0\.0\.1:(\d+)/metrics", printed
+        )
+    }
+    assert ports.keys() == {"ingest-futures", "detector"}, printed
+    assert len(set(ports.values())) == 2
+    for name, port in ports.items():
+        wait_until(lambda port=port: ready(port)[0] == 200, 30, f"{name} ready")
+    consumed = Scrape(ports["detector"]).samples.get(DETECTOR_CONSUMED.name, {})
+    assert sum(consumed.values()) > 0, consumed
 
 
 def test_a_killed_up_leaves_only_its_database_which_the_next_command_stops() -> None:

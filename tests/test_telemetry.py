@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from oteltest.sink import HttpSink
 
 from krakenfeed.embedded import wait_until
@@ -86,14 +89,22 @@ def test_roots_are_sampled_by_the_trace_id_ratio_rule_before_any_span_exists(
     assert tracing is not None
     draws = 4000
     sampled = []
-    for _ in range(draws):
+    at = []
+    for draw in range(draws):
         headers = tracing.start_send("krakenfeed.test.ratio.ticker", b"PF_XBTUSD")
         if headers is not None:
             tracing.end_send()
             sampled.append(headers)
+            at.append(draw)
     tracing.shutdown()
     # Binomial(4000, 0.25): mean 1000, standard deviation 27.
     assert 850 < len(sampled) < 1150
+    # Each record is sampled on its own, not every fourth: the unsampled runs
+    # between two sampled records are geometric (a run of 10 or more has
+    # probability 0.75**10 = 5.6%, so about 56 of them are expected).
+    runs = [b - a - 1 for a, b in itertools.pairwise(at)]
+    assert runs.count(0) > 150
+    assert sum(run >= 10 for run in runs) > 20
     # W3C traceparent: version-trace id-span id-flags, the sampled flag set.
     assert all(name == "traceparent" and int(value[-2:], 16) & 1 for [(name, value)] in sampled)
     spans = otlp.spans(lambda s: s.resource.get("krakenfeed.feed") == "test/ratio")
@@ -104,6 +115,23 @@ def test_roots_are_sampled_by_the_trace_id_ratio_rule_before_any_span_exists(
     assert {f"00-{s.trace_id}-{s.span_id}".encode() for s in spans} == {
         value[:-3] for [(_, value)] in sampled
     }
+
+
+@pytest.mark.parametrize(("ratio", "sampled"), [("0", 0), ("1", 2000)])
+def test_ratios_zero_and_one_sample_no_record_and_every_record(
+    clean_env: pytest.MonkeyPatch, ratio: str, sampled: int
+) -> None:
+    clean_env.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    clean_env.setenv("OTEL_TRACES_SAMPLER_ARG", ratio)
+    tracing = configure_tracing("krakenfeed-ingest", SimpleSpanProcessor(InMemorySpanExporter()))
+    assert tracing is not None
+    count = 0
+    for _ in range(2000):
+        if tracing.start_send("krakenfeed.test.ratio.ticker", None) is not None:
+            tracing.end_send()
+            count += 1
+    tracing.shutdown()
+    assert count == sampled
 
 
 def test_http_protobuf_goes_to_the_endpoints_v1_traces(clean_env: pytest.MonkeyPatch) -> None:

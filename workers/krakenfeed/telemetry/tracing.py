@@ -12,11 +12,15 @@
 Records run at tens of thousands per second, and a span costs tens of
 microseconds, so the sampling decision is taken before any span exists, by the
 configured sampler's own rule: a root is sampled when the low 64 bits of its
-trace id fall under the ratio's bound (``root_trace_id`` draws the id and decides,
-and the provider's id generator then hands that same id to the span, whose
-sampler agrees); a record read from Kafka is traced when its ``traceparent``
-header says sampled (``sampled_parent``), as a parent-based sampler would.
-Unsampled records carry no header and cost one random draw at ingest and one
+trace id fall under the ratio's bound. The provider's id generator hands the span
+the id drawn for that decision, so its sampler agrees. Ingest's read loop does not
+even draw an id per record: each record is a root sampled with probability
+bound / 2**64, independently, so the number of records until the next sampled one
+is geometric, and the loop counts it down (``start_send``); the sampled record then
+gets an id drawn uniformly from those under the bound, which is the distribution a
+draw-then-check would give it. A record read from Kafka is traced when its
+``traceparent`` header says sampled (``sampled_parent``), as a parent-based sampler
+would. Unsampled records carry no header and cost one decrement at ingest and one
 header check in the detector.
 
 Anomalies are the exception: a record that raises one is always traced. When its
@@ -29,10 +33,12 @@ its Kafka record a ``traceparent`` header, so every anomaly has a trace to open.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from random import getrandbits
+from random import getrandbits, random, randrange
 from typing import Any, Final
 
 from opentelemetry import propagate, trace
@@ -206,6 +212,7 @@ class Tracing:
         self._ids = ids
         self._root_bound = root_bound
         self._open: trace.Span | None = None
+        self._unsampled_ahead = self._gap()
 
     # --- ingest: producer spans ----------------------------------------------------
 
@@ -216,15 +223,31 @@ class Tracing:
             return 0
         return (getrandbits(64) << 64) | low or 1
 
+    def _gap(self) -> int:
+        """How many roots go unsampled before the next sampled one: geometric, with
+        the sampler's probability bound / 2**64 of sampling each."""
+        bound = self._root_bound
+        if bound >= _ALL:
+            return 0
+        if bound <= 0:
+            return sys.maxsize
+        return int(math.log(1.0 - random()) / math.log1p(-bound / _ALL))
+
+    def _sampled_trace_id(self) -> int:
+        """A trace id drawn uniformly from those the sampler samples as a root."""
+        low = randrange(self._root_bound) if self._root_bound < _ALL else getrandbits(64)
+        return (getrandbits(64) << 64 | low) or 1 << 64
+
     def start_send(self, topic: str, key: bytes | None) -> list[tuple[str, bytes]] | None:
         """For the read loop, per record: None when the record is not sampled;
         otherwise opens its ``send`` span and returns the headers that carry it,
         to be closed by ``end_send`` once the record is handed to the producer.
         One span open at a time: the loop's thread only."""
-        trace_id = self.root_trace_id()
-        if not trace_id:
+        if self._unsampled_ahead:
+            self._unsampled_ahead -= 1
             return None
-        span = self._send_span(trace_id, topic, key)
+        self._unsampled_ahead = self._gap()
+        span = self._send_span(self._sampled_trace_id(), topic, key)
         self._open = span
         return self._inject(span)
 

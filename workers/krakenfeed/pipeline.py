@@ -77,6 +77,8 @@ log = logging.getLogger(__name__)
 _STATE_KEY = "engine"
 STATS_INTERVAL_MS = 5_000
 """How often the consumer hands its statistics to ``consumer_stats``."""
+SESSION_TIMEOUT_MS = 6_000
+"""How long a replica that stopped answering keeps its partitions."""
 
 
 class Decoder:
@@ -469,7 +471,10 @@ def build_detector_app(
         consumer_poll_timeout=0.05,
         state_dir=str(state_dir) if state_dir else None,
         consumer_extra_config={
-            "session.timeout.ms": 6000,
+            "session.timeout.ms": SESSION_TIMEOUT_MS,
+            # Three heartbeats per session, not librdkafka's default two (3 s): one
+            # slow answer from the group coordinator no longer ends the session.
+            "heartbeat.interval.ms": SESSION_TIMEOUT_MS // 3,
             # A broker that does not answer a waiting fetch as soon as data arrives
             # (Tansu) adds this wait to the latency of a quiet feed's records. Much
             # less makes such a broker spin.

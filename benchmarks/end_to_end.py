@@ -45,7 +45,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from benchmarks.baseline_processes import RECEIVED_HEADER
 from benchmarks.detector_throughput import (
     LATENCY_MARKETS,
-    LATENCY_SECONDS,
     percentile,
     publish,
     read_anomalies,
@@ -66,6 +65,8 @@ from krakenfeed.store.connection import connect
 
 MARKETS = 2 * LATENCY_MARKETS
 """Futures only, so twice the detector benchmark's markets for the same rate."""
+LATENCY_SECONDS = 40
+"""Market seconds paced in real time."""
 PACING_DELAY_S = 25
 """Wall seconds from the start of a run to the first paced frame: the detector's
 start, group join and pass through the warm-up must fit in it."""
@@ -417,7 +418,7 @@ def _latency(values: list[float]) -> dict[str, float]:
 
 @benchmark("e2e")
 def end_to_end(servers: Servers) -> Result:
-    market, paced_from = realtime_market(MARKETS, "futures")
+    market, paced_from = realtime_market(MARKETS, "futures", LATENCY_SECONDS)
     products = sorted({record.product for record in market})
     runs = {
         guarantee: _pipeline(servers, market, paced_from, products, guarantee)

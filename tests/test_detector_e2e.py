@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from krakenfeed.contracts import (
     Anomaly,
@@ -26,7 +28,7 @@ from krakenfeed.contracts import (
 )
 from krakenfeed.detect import DetectorConfig, DetectorEngine
 from krakenfeed.embedded import run_until
-from krakenfeed.kafka import contract_topics, make_application, produce_records
+from krakenfeed.kafka import client_closed, contract_topics, make_application, produce_records
 from krakenfeed.market import generate_market
 from krakenfeed.pipeline import build_detector_app, trade_stream_config
 from krakenfeed.store import PostgresSink
@@ -362,3 +364,16 @@ def test_a_product_that_goes_quiet_is_reported_on_the_wall_clock_once(
     assert [(a.product, a.event_time_ms, a.severity.value) for a in stale] == [
         ("PF_XBTUSD", quiet[19].exchange_time_ms, "critical")
     ]
+
+
+def test_a_closed_kafka_client_is_told_from_a_failure(kafka: Kafka) -> None:
+    """The silence watch stops quietly when the Application closes its consumer,
+    whichever way confluent-kafka says so, and logs anything else."""
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "closed-check"})
+    consumer.close()
+    with pytest.raises(RuntimeError) as closed:
+        consumer.assignment()
+    assert client_closed(closed.value)
+    assert client_closed(KafkaException(KafkaError(KafkaError._DESTROY)))
+    assert not client_closed(KafkaException(KafkaError(KafkaError._TIMED_OUT)))
+    assert not client_closed(ValueError("a bug"))

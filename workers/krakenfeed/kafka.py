@@ -53,6 +53,7 @@ __all__ = [
     "StreamingProducer",
     "Topic",
     "broker_check",
+    "client_closed",
     "contract_topics",
     "make_application",
     "message_context",
@@ -111,6 +112,18 @@ def contract_topics(
         )
         for stream in streams
     }
+
+
+def client_closed(exc: BaseException) -> bool:
+    """Whether ``exc`` says the Kafka client it came from was closed: confluent-kafka
+    raises RuntimeError, or KafkaException(_DESTROY) while the close is under way."""
+    if isinstance(exc, RuntimeError):
+        return True
+    return (
+        isinstance(exc, KafkaException)
+        and isinstance(exc.args[0], KafkaError)
+        and exc.args[0].code() == KafkaError._DESTROY
+    )
 
 
 def broker_check(broker: str, timeout_s: float = 2.0) -> Callable[[], None]:

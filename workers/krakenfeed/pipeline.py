@@ -65,6 +65,7 @@ from krakenfeed.kafka import (
     ProcessingGuarantee,
     StreamingDataFrame,
     Topic,
+    client_closed,
     contract_topics,
     make_application,
     message_context,
@@ -422,9 +423,9 @@ class SilenceWatch:
             time.sleep(self._interval_s)
             try:
                 self.check()
-            except RuntimeError:  # confluent-kafka: the consumer is closed
-                return
-            except Exception:
+            except Exception as exc:
+                if client_closed(exc):  # the Application stopped
+                    return
                 log.exception(
                     "the wall-clock stale check failed; it runs again in %ss", self._interval_s
                 )

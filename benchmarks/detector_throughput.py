@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from benchmarks.runner import Measurement, Result, Servers, benchmark
+from benchmarks.runner import Measurement, Result, Servers, benchmark, in_turn
 from krakenfeed.contracts import (
     Anomaly,
     FeedId,
@@ -369,10 +369,9 @@ def detector_throughput(servers: Servers) -> Result:
         "at-least-once": lambda: _krakenfeed_rate(servers, records, "at-least-once"),
     }
     rates: dict[str, list[float]] = {name: [] for name in runs}
-    # Rounds in A-B-C-C-B-A order, so that a drift of the machine over the run
-    # weighs on the three alike; each figure is the median of its rounds.
-    for round_ in range(THROUGHPUT_ROUNDS):
-        for name in list(runs) if round_ % 2 == 0 else list(runs)[::-1]:
+    # Each figure is the median of its rounds, run in A-B-C-C-B-A order.
+    for order in in_turn(list(runs), THROUGHPUT_ROUNDS):
+        for name in order:
             rates[name].append(runs[name]())
     baseline, rate, at_least_once = (statistics.median(r) for r in rates.values())
     # Under exactly-once an anomaly is visible when its checkpoint commits; under

@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -58,6 +58,13 @@ def other_cores() -> set[int]:
     """The cores the servers run on: every core but the measured client's."""
     measured = max(os.sched_getaffinity(0))
     return {c for c in range(os.cpu_count() or 1) if c != measured} or {measured}
+
+
+def in_turn(names: Sequence[str], rounds: int) -> Iterator[list[str]]:
+    """Each round's running order of ``names``: forward, then backward (A-B-B-A…),
+    so that a machine drifting over the run weighs on every name alike."""
+    for round_ in range(rounds):
+        yield list(names) if round_ % 2 == 0 else list(names)[::-1]
 
 
 def rss_mb(pid: int, field: str = "VmHWM") -> float:

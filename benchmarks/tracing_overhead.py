@@ -25,7 +25,7 @@ from typing import Any
 
 from benchmarks.detector_throughput import THROUGHPUT_SECONDS, _detect_until_written, _TimedSink
 from benchmarks.ingest_throughput import _krakenfeed, generated_session_server
-from benchmarks.runner import Measurement, Result, Servers, benchmark
+from benchmarks.runner import Measurement, Result, Servers, benchmark, in_turn
 from krakenfeed.contracts import (
     FeedId,
     Stream,
@@ -156,8 +156,8 @@ def _schedule(compared: int, full: int) -> list[str]:
     """The modes in running order: off and 1% in A-B-B-A pairs, 100% after the
     first ``full`` pairs."""
     order: list[str] = []
-    for pair in range(compared):
-        order += ["off", "1%"] if pair % 2 == 0 else ["1%", "off"]
+    for pair, modes in enumerate(in_turn(("off", "1%"), compared)):
+        order += modes
         if pair < full:
             order.append("100%")
     return order

@@ -1,5 +1,5 @@
-"""The end-to-end benchmark's bookkeeping: which frame an anomaly came from, and how
-much memory a process holds."""
+"""The benchmarks' bookkeeping: which frame an anomaly came from, how much memory a
+process holds, and the order rounds run in."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import os
 
 from benchmarks.end_to_end import received_times
-from benchmarks.runner import rss_mb
+from benchmarks.runner import in_turn, rss_mb
+from benchmarks.tracing_overhead import _schedule
 
 
 def test_an_anomaly_pairs_with_every_record_of_its_product_and_kafka_timestamp() -> None:
@@ -30,3 +31,9 @@ def test_resident_memory_is_read_from_proc_in_mb() -> None:
     current, peak = rss_mb(os.getpid(), "VmRSS"), rss_mb(os.getpid())
     assert 64 < current <= peak
     assert math.isnan(rss_mb(os.getpid(), "NoSuchField"))
+
+
+def test_rounds_run_in_turn_forward_then_backward() -> None:
+    assert list(in_turn(["a", "b", "c"], 3)) == [["a", "b", "c"], ["c", "b", "a"], ["a", "b", "c"]]
+    # The tracing run: off and 1% in A-B-B-A pairs, 100% after the first pair only.
+    assert _schedule(3, 1) == ["off", "1%", "100%", "1%", "off", "off", "1%"]

@@ -12,6 +12,4 @@ from benchmarks import (  # noqa: F401  (each module registers its benchmark)
 from benchmarks.nab import run as nab  # noqa: F401
 from benchmarks.runner import run, write_results
 
-# Guarded: a benchmark's spawned helper process imports this module again.
-if __name__ == "__main__":
-    write_results(run(sys.argv[1:]))
+write_results(run(sys.argv[1:]))

@@ -235,8 +235,7 @@ class Tracing:
 
     def _sampled_trace_id(self) -> int:
         """A trace id drawn uniformly from those the sampler samples as a root."""
-        low = randrange(self._root_bound) if self._root_bound < _ALL else getrandbits(64)
-        return (getrandbits(64) << 64 | low) or 1 << 64
+        return (getrandbits(64) << 64 | randrange(self._root_bound)) or 1 << 64
 
     def start_send(self, topic: str, key: bytes | None) -> list[tuple[str, bytes]] | None:
         """For the read loop, per record: None when the record is not sampled;

@@ -122,7 +122,7 @@ def _publish(
     with app.get_producer() as producer:
         for record in records:
             name, key = names[type(record)], record_key(record)
-            headers = tracing.start_send(name, key) if tracing else None
+            headers = tracing.start_send(name, key, time.time_ns()) if tracing else None
             producer.produce(
                 name,
                 encode_record(record),

@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from oteltest.sink import HttpSink
 from krakenfeed.embedded import wait_until
 from krakenfeed.embedded.net import free_port, port_open
 from krakenfeed.telemetry import configure_logging, configure_tracing, redact
+from krakenfeed.telemetry.tracing import BURST_NS, BURST_RECORDS, PRODUCTS
 from tests.conftest import Kafka
 from tests.trace_receiver import TraceReceiver
 
@@ -91,7 +93,8 @@ def test_roots_are_sampled_by_the_trace_id_ratio_rule_before_any_span_exists(
     sampled = []
     at = []
     for draw in range(draws):
-        headers = tracing.start_send("krakenfeed.test.ratio.ticker", b"PF_XBTUSD")
+        # A burst's time apart: each record starts a burst of its own.
+        headers = tracing.start_send("krakenfeed.test.ratio.ticker", b"PF_XBTUSD", draw * BURST_NS)
         if headers is not None:
             tracing.end_send()
             sampled.append(headers)
@@ -126,12 +129,79 @@ def test_ratios_zero_and_one_sample_no_record_and_every_record(
     tracing = configure_tracing("krakenfeed-ingest", SimpleSpanProcessor(InMemorySpanExporter()))
     assert tracing is not None
     count = 0
-    for _ in range(2000):
-        if tracing.start_send("krakenfeed.test.ratio.ticker", None) is not None:
+    for draw in range(2000):
+        if tracing.start_send("krakenfeed.test.ratio.ticker", None, draw * BURST_NS) is not None:
             tracing.end_send()
             count += 1
     tracing.shutdown()
     assert count == sampled
+
+
+def test_a_burst_of_records_shares_one_send_span_per_topic(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    # At 100% every burst is sampled. Records of one topic read within BURST_NS of
+    # the burst's first, up to BURST_RECORDS of them, carry the same traceparent;
+    # each topic has bursts of its own; a span ends when its last record was sent.
+    clean_env.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+    exporter = InMemorySpanExporter()
+    tracing = configure_tracing("krakenfeed-ingest", SimpleSpanProcessor(exporter))
+    assert tracing is not None
+    ticker, trade = "krakenfeed.test.burst.ticker", "krakenfeed.test.burst.trade"
+    start = 1_000_000_000
+    sent: dict[str, list[bytes]] = {ticker: [], trade: []}
+    handed_over: dict[str, list[tuple[int, int]]] = {ticker: [], trade: []}
+
+    def send(topic: str, key: bytes, now_ns: int) -> None:
+        headers = tracing.start_send(topic, key, now_ns)
+        assert headers is not None
+        before = time.time_ns()
+        tracing.end_send()
+        handed_over[topic].append((before, time.time_ns()))
+        [(name, value)] = headers
+        assert name == "traceparent" and int(value[-2:], 16) & 1
+        sent[topic].append(value[:-3])
+
+    def finished() -> set[bytes]:
+        return {
+            f"00-{s.context.trace_id:032x}-{s.context.span_id:016x}".encode()
+            for s in exporter.get_finished_spans()
+        }
+
+    # 150 ticker records within 10 ms, three trades among them: a full ticker
+    # burst of BURST_RECORDS, then the other 50 in a second one.
+    for i in range(150):
+        send(ticker, b"PF_XBTUSD" if i % 2 else b"PF_ETHUSD", start + i)
+        if i % 50 == 0:
+            send(trade, b"PF_XBTUSD", start + i)
+    # A record after the window opens a new burst on its topic, ending the last.
+    send(ticker, b"PF_XBTUSD", start + 100 + BURST_NS)
+    send(trade, b"PF_XBTUSD", start + BURST_NS + 1)
+    ticker_bursts = [set(sent[ticker][a:b]) for a, b in ((0, 100), (100, 150), (150, 151))]
+    assert [len(burst) for burst in ticker_bursts] == [1, 1, 1]
+    assert len(set(sent[ticker])) == 3
+    assert len(set(sent[trade][:3])) == 1 and sent[trade][3] != sent[trade][0]
+    assert finished() == {sent[ticker][0], sent[ticker][100], sent[trade][0]}
+    # Bursts whose time is up end; the ticker burst has 99 ns left.
+    tracing.end_bursts(start + 2 * BURST_NS + 1)
+    assert sent[trade][3] in finished() and sent[ticker][150] not in finished()
+    tracing.shutdown()
+
+    spans = exporter.get_finished_spans()
+    assert finished() == set(sent[ticker]) | set(sent[trade]) and len(spans) == 5
+    counts = sorted(s.attributes["messaging.batch.message_count"] for s in spans if s.attributes)
+    assert counts == [1, 1, 3, 50, BURST_RECORDS]
+    [first] = [s for s in spans if s.context.span_id == int(sent[ticker][0][36:52], 16)]
+    assert first.name == f"send {ticker}"
+    assert first.parent is None
+    assert first.attributes is not None
+    assert first.attributes[PRODUCTS] == ("PF_ETHUSD", "PF_XBTUSD")
+    assert first.attributes["messaging.operation.type"] == "send"
+    assert first.attributes["messaging.destination.name"] == ticker
+    assert "messaging.kafka.message.key" not in first.attributes
+    # It ended when its last record had been handed over, not when that was noticed.
+    before, after = handed_over[ticker][BURST_RECORDS - 1]
+    assert first.end_time is not None and before <= first.end_time <= after
 
 
 def test_http_protobuf_goes_to_the_endpoints_v1_traces(clean_env: pytest.MonkeyPatch) -> None:

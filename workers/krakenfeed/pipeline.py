@@ -225,21 +225,27 @@ class Detect:
 
 
 def traced(step: Detect, tracing: Tracing, sink: PostgresSink, group: str) -> Any:
-    """``step`` inside a ``process`` span for each record whose producer sampled it;
-    the span's context goes to the sink, whose batch span links to it. Unsampled
+    """``step`` inside the ``process`` span of each record whose producer sampled it
+    (one span for the consecutive records of an ingest burst on a partition); a new
+    span's context goes to the sink, whose batch span links to it. Unsampled
     records cost one look at their headers."""
-    sampled_parent = tracing.sampled_parent
+    sampled_traceparent = tracing.sampled_traceparent
 
     def step_traced(value: bytes, key: Any, timestamp_ms: int, headers: Any) -> None:
-        parent = sampled_parent(headers)
-        if parent is None:
+        traceparent = sampled_traceparent(headers)
+        if traceparent is None:
             return step(value, key, timestamp_ms, headers)
         context = message_context()
-        with tracing.processing(
-            parent, context.topic, context.partition, context.offset, key, group
-        ) as span:
-            sink.link(context.topic, context.partition, span.get_span_context())
-            return step(value, key, timestamp_ms, headers)
+        opened, new = tracing.processing(
+            headers, traceparent, context.topic, context.partition, context.offset, group
+        )
+        if new:
+            sink.link(context.topic, context.partition, opened.span.get_span_context())
+        try:
+            with tracing.within(opened):
+                return step(value, key, timestamp_ms, headers)
+        finally:
+            opened.processed(key, context.offset)
 
     return step_traced
 

@@ -132,7 +132,7 @@ class IngestWorker:
     ) -> None:
         self.settings = settings
         self._tracing = tracing
-        """A ``send`` span per sampled record, its context in the record's headers."""
+        """A ``send`` span per sampled burst of records, its context in their headers."""
         self.metrics = IngestMetrics()
         protocol = _PROTOCOLS[settings.api]
         self.protocol = protocol(
@@ -481,7 +481,7 @@ class IngestWorker:
                     kind = type(record)
                     message = (topics[kind], encode_record(record), record_key(record))
                     timestamp = record_timestamp_ms(record)
-                    headers = start_send(message[0], message[2]) if start_send else None
+                    headers = start_send(message[0], message[2], now) if start_send else None
                     try:
                         send(
                             *message, timestamp=timestamp, on_delivery=on_delivery, headers=headers
@@ -508,8 +508,13 @@ class IngestWorker:
                 if unpolled >= StreamingProducer.POLL_EVERY:
                     producer.serve()
                     unpolled = 0
+                    if tracing is not None:
+                        tracing.end_bursts(now)
         except (OSError, websocket.WebSocketException) as exc:
             return self._lost(exc)
+        finally:
+            if tracing is not None:
+                tracing.end_bursts()
         return None
 
     def _announce(self, now_ns: int) -> None:

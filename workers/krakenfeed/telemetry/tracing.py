@@ -10,21 +10,35 @@
   ``parentbased_always_on``).
 
 Records run at tens of thousands per second, and a span costs tens of
-microseconds, so the sampling decision is taken before any span exists, by the
-configured sampler's own rule: a root is sampled when the low 64 bits of its
-trace id fall under the ratio's bound. The provider's id generator hands the span
-the id drawn for that decision, so its sampler agrees. Ingest's read loop does not
-even draw an id per record: each record is a root sampled with probability
-bound / 2**64, independently, so the number of records until the next sampled one
-is geometric, and the loop counts it down (``start_send``); the sampled record then
-gets an id drawn uniformly from those under the bound, which is the distribution a
-draw-then-check would give it. A record read from Kafka is traced when its
-``traceparent`` header says sampled (``sampled_parent``), as a parent-based sampler
-would. Unsampled records carry no header and cost one decrement at ingest and one
+microseconds to make and as much again to export, so ingest traces bursts, not
+records: the records of one topic read within ``BURST_NS`` of the first, at most
+``BURST_RECORDS`` of them, share one sampling decision and, when sampled, one
+``send`` span (``messaging.batch.message_count``, ``krakenfeed.products``) whose
+context every one of them carries in its ``traceparent`` header. At live rates a
+burst is mostly one record; at full speed one span stands for a hundred.
+
+The decision is taken before any span exists, by the configured sampler's own
+rule: a root is sampled when the low 64 bits of its trace id fall under the
+ratio's bound. The provider's id generator hands the span the id drawn for that
+decision, so its sampler agrees. The read loop does not even draw an id per burst:
+each burst is a root sampled with probability bound / 2**64, independently, so the
+number of bursts until the next sampled one is geometric, and the loop counts it
+down (``start_send``); the sampled burst then gets an id drawn uniformly from those
+under the bound, which is the distribution a draw-then-check would give it. Every
+burst is sampled alike whatever its size, so the share of records traced is the
+ratio. Unsampled records carry no header and cost a comparison at ingest and one
 header check in the detector.
 
+A record read from Kafka is traced when its ``traceparent`` header says sampled,
+as a parent-based sampler would (``sampled_traceparent``). The detector gives the
+consecutive records of one burst on a partition one ``process`` span, the child of
+the burst's ``send`` span, with the first offset and the last
+(``krakenfeed.kafka.last_offset``); it ends when the partition moves on to another
+burst or when the PostgreSQL batch holding them is written (``writing``), which
+links to it.
+
 Anomalies are the exception: a record that raises one is always traced. When its
-producer sampled it, its ``process`` span is marked with the detectors; when not,
+producer sampled it, its burst's ``process`` span is marked with the detectors; when not,
 the detector opens a root ``process`` span for it that the sampler keeps whatever
 the ratio (``raised``). Either way the anomaly carries that span's trace id, and
 its Kafka record a ``traceparent`` header, so every anomaly has a trace to open.
@@ -37,6 +51,8 @@ import math
 import os
 import sys
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from random import getrandbits, random, randrange
 from typing import Any, Final
@@ -82,6 +98,16 @@ __all__ = [
 
 TRACEPARENT: Final = "traceparent"
 ANOMALY_DETECTORS: Final = "krakenfeed.anomaly.detectors"
+PRODUCTS: Final = "krakenfeed.products"
+"""Attribute of a span for a burst of records: the products (record keys) in it."""
+LAST_OFFSET: Final = "krakenfeed.kafka.last_offset"
+"""Attribute of a ``process`` span for several records: the offset of the last
+(``messaging.kafka.offset`` is the first's)."""
+BURST_RECORDS: Final = 100
+BURST_NS: Final = 10_000_000
+"""Ingest samples bursts: the records of one topic read within 10 ms of the first,
+at most 100 of them. At live rates that is mostly one record; at tens of thousands
+per second it is one span, and one sampling decision, per hundred."""
 """Attribute of a ``process`` span whose record raised anomalies: their detectors."""
 BATCH_LINKS: Final = 4096
 """Links a span keeps unless ``OTEL_SPAN_LINK_COUNT_LIMIT`` says otherwise: a
@@ -203,6 +229,67 @@ def trace_id_hex(context: SpanContext) -> str:
     return format(context.trace_id, "032x")
 
 
+def _end_burst(span: trace.Span, keys: Counter[Any], last_ns: int) -> None:
+    """End the span of a burst of records: their count and products, and the time
+    its last one was done with."""
+    span.set_attribute(messaging.MESSAGING_BATCH_MESSAGE_COUNT, keys.total())
+    products = sorted(
+        key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+        for key in keys
+        if key is not None
+    )
+    if products:
+        span.set_attribute(PRODUCTS, products)
+    span.end(end_time=last_ns or None)
+
+
+class _Burst:
+    """Ingest's records on one topic from ``started_ns`` on, up to ``BURST_RECORDS``
+    of them within ``BURST_NS``: one sampling decision, and when sampled, one
+    ``send`` span whose context all their headers carry."""
+
+    __slots__ = ("headers", "keys", "last_ns", "left", "span", "until_ns")
+
+    def __init__(self, started_ns: int) -> None:
+        self.left = BURST_RECORDS - 1
+        self.until_ns = started_ns + BURST_NS
+        self.span: trace.Span | None = None
+        self.headers: list[tuple[str, bytes]] | None = None
+        self.keys: Counter[bytes | None] = Counter()
+        self.last_ns = 0
+
+    def add(self, key: bytes | None) -> None:
+        self.keys[key] += 1
+
+    def end(self) -> None:
+        if self.span is not None:
+            _end_burst(self.span, self.keys, self.last_ns)
+
+
+class _Processing:
+    """The detector's ``process`` span for consecutive records of one ingest burst
+    on one partition."""
+
+    __slots__ = ("keys", "last_ns", "last_offset", "span", "traceparent")
+
+    def __init__(self, traceparent: Any, span: trace.Span) -> None:
+        self.traceparent = traceparent
+        self.span = span
+        self.keys: Counter[Any] = Counter()
+        self.last_offset = -1
+        self.last_ns = 0
+
+    def processed(self, key: Any, offset: int) -> None:
+        """One more of its records went through the detectors."""
+        self.keys[key] += 1
+        self.last_offset = offset
+        self.last_ns = time.time_ns()
+
+    def end(self) -> None:
+        self.span.set_attribute(LAST_OFFSET, self.last_offset)
+        _end_burst(self.span, self.keys, self.last_ns)
+
+
 class Tracing:
     """One process's tracer and the cheap decisions in front of it."""
 
@@ -211,7 +298,12 @@ class Tracing:
         self.tracer = provider.get_tracer("krakenfeed")
         self._ids = ids
         self._root_bound = root_bound
-        self._open: trace.Span | None = None
+        self._bursts: dict[str, _Burst] = {}
+        """Ingest: each topic's current burst."""
+        self._sending: _Burst | None = None
+        """Ingest: the sampled burst of the record being handed to the producer."""
+        self._processing: dict[tuple[str, int], _Processing] = {}
+        """Detector: each partition's open ``process`` span."""
         self._unsampled_ahead = self._gap()
 
     # --- ingest: producer spans ----------------------------------------------------
@@ -224,7 +316,7 @@ class Tracing:
         return (getrandbits(64) << 64) | low or 1
 
     def _gap(self) -> int:
-        """How many roots go unsampled before the next sampled one: geometric, with
+        """How many bursts go unsampled before the next sampled one: geometric, with
         the sampler's probability bound / 2**64 of sampling each."""
         bound = self._root_bound
         if bound >= _ALL:
@@ -237,23 +329,55 @@ class Tracing:
         """A trace id drawn uniformly from those the sampler samples as a root."""
         return (getrandbits(64) << 64 | randrange(self._root_bound)) or 1 << 64
 
-    def start_send(self, topic: str, key: bytes | None) -> list[tuple[str, bytes]] | None:
-        """For the read loop, per record: None when the record is not sampled;
-        otherwise opens its ``send`` span and returns the headers that carry it,
-        to be closed by ``end_send`` once the record is handed to the producer.
-        One span open at a time: the loop's thread only."""
+    def start_send(
+        self, topic: str, key: bytes | None, now_ns: int
+    ) -> list[tuple[str, bytes]] | None:
+        """For the read loop, per record read at ``now_ns``: the headers of the
+        record's burst on ``topic``, None when the burst is not sampled. A sampled
+        burst's ``send`` span is open until the burst ends; ``end_send`` marks each
+        of its records handed to the producer. The loop's thread only."""
+        burst = self._bursts.get(topic)
+        if burst is not None and burst.left and now_ns < burst.until_ns:
+            burst.left -= 1
+            if burst.span is not None:
+                burst.add(key)
+                self._sending = burst
+            return burst.headers
+        return self._next_burst(topic, key, now_ns)
+
+    def end_send(self) -> None:
+        """The last record of the open sampled burst was handed to the producer."""
+        if self._sending is not None:
+            self._sending.last_ns = time.time_ns()
+
+    def end_bursts(self, now_ns: int | None = None) -> None:
+        """End the sampled bursts whose time is up at ``now_ns`` (all when None), so
+        that a topic gone quiet does not hold its span back from the exporter."""
+        for topic, burst in list(self._bursts.items()):
+            if now_ns is not None and now_ns < burst.until_ns:
+                continue
+            if self._bursts.pop(topic, None) is burst:
+                burst.end()
+                if burst is self._sending:
+                    self._sending = None
+
+    def _next_burst(
+        self, topic: str, key: bytes | None, now_ns: int
+    ) -> list[tuple[str, bytes]] | None:
+        ended = self._bursts.pop(topic, None)
+        if ended is not None:
+            ended.end()
+        burst = _Burst(now_ns)
+        self._bursts[topic] = burst
         if self._unsampled_ahead:
             self._unsampled_ahead -= 1
             return None
         self._unsampled_ahead = self._gap()
-        span = self._send_span(self._sampled_trace_id(), topic, key)
-        self._open = span
-        return self._inject(span)
-
-    def end_send(self) -> None:
-        span, self._open = self._open, None
-        if span is not None:
-            span.end()
+        burst.span = self._send_span(self._sampled_trace_id(), topic, None)
+        burst.headers = self._inject(burst.span)
+        burst.add(key)
+        self._sending = burst
+        return burst.headers
 
     @contextlib.contextmanager
     def sending(self, topic: str, key: bytes | None) -> Iterator[list[tuple[str, bytes]] | None]:
@@ -291,34 +415,54 @@ class Tracing:
     # --- detector: process and sink spans --------------------------------------------
 
     @staticmethod
-    def sampled_parent(headers: Sequence[tuple[str, Any]] | None) -> Context | None:
-        """The producer's context when a Kafka record's headers say it was sampled."""
+    def sampled_traceparent(headers: Sequence[tuple[str, Any]] | None) -> Any:
+        """A Kafka record's ``traceparent`` header when it says sampled, else None."""
         if not headers:
             return None
         for name, value in headers:
             if name == TRACEPARENT:
                 # version-trace_id-span_id-flags: the last two hex digits are the flags.
-                if int(value[-2:], 16) & 1:
-                    return propagate.extract(headers, getter=_HEADERS)
-                return None
+                return value if int(value[-2:], 16) & 1 else None
         return None
 
     def processing(
         self,
-        parent: Context,
+        headers: Sequence[tuple[str, Any]],
+        traceparent: Any,
         topic: str,
         partition: int,
         offset: int,
-        key: Any,
         group: str,
-    ) -> contextlib.AbstractContextManager[trace.Span]:
-        """The detector's span for one record, a child of its ``send`` span."""
-        return self.tracer.start_as_current_span(
+    ) -> tuple[_Processing, bool]:
+        """The detector's ``process`` span for a sampled record, and whether it is
+        new: the records of one ingest burst that follow each other on a partition
+        share one, a child of the burst's ``send`` span. Open until the partition
+        moves to another burst, or the next PostgreSQL batch (``writing``)."""
+        at = (topic, partition)
+        opened = self._processing.get(at)
+        if opened is not None:
+            if opened.traceparent == traceparent:
+                return opened, False
+            opened.end()
+        span = self.tracer.start_span(
             f"process {topic}",
-            context=parent,
+            context=propagate.extract(headers, getter=_HEADERS),
             kind=SpanKind.CONSUMER,
-            attributes=_process_attributes(topic, partition, offset, key, group),
+            attributes=_process_attributes(topic, partition, offset, None, group),
         )
+        opened = self._processing[at] = _Processing(traceparent, span)
+        return opened, True
+
+    @staticmethod
+    def within(opened: _Processing) -> contextlib.AbstractContextManager[trace.Span]:
+        """``opened``'s span as the current one, left open."""
+        return trace.use_span(opened.span, end_on_exit=False)
+
+    def end_processing(self) -> None:
+        """End the detector's open ``process`` spans."""
+        for opened in self._processing.values():
+            opened.end()
+        self._processing.clear()
 
     def raised(
         self,
@@ -338,7 +482,9 @@ class Tracing:
         current = trace.get_current_span()
         context = current.get_span_context()
         if context.trace_flags.sampled:
-            current.set_attribute(ANOMALY_DETECTORS, list(detectors))
+            # A burst's span may hold several records that raised anomalies.
+            marked = (getattr(current, "attributes", None) or {}).get(ANOMALY_DETECTORS, ())
+            current.set_attribute(ANOMALY_DETECTORS, sorted({*marked, *detectors}))
             return context, False
         attributes = _process_attributes(topic, partition, offset, key, group)
         attributes[ANOMALY_DETECTORS] = list(detectors)
@@ -356,7 +502,9 @@ class Tracing:
     def writing(
         self, rows_by_table: Mapping[str, int], links: Sequence[SpanContext]
     ) -> contextlib.AbstractContextManager[trace.Span]:
-        """A span for one PostgreSQL batch, linked to the traced records it holds."""
+        """A span for one PostgreSQL batch, linked to the traced records it holds,
+        whose ``process`` spans end first: the batch is where their work ends."""
+        self.end_processing()
         tables = sorted(rows_by_table)
         summary = " ".join(f"INSERT {table}" for table in tables) or "INSERT"
         attributes: dict[str, str | int] = {
@@ -391,7 +539,9 @@ class Tracing:
         )
 
     def shutdown(self) -> None:
-        """Export what is buffered and stop."""
+        """End what is open, export what is buffered and stop."""
+        self.end_bursts()
+        self.end_processing()
         self.provider.shutdown()
 
 

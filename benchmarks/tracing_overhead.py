@@ -44,7 +44,7 @@ from krakenfeed.telemetry import Tracing, configure_tracing
 MODES: dict[str, float | None] = {"off": None, "1%": 0.01, "100%": 1.0}
 INGEST_ROUNDS = (8, 2)
 """Ingest rounds of off and 1% each, and of 100%."""
-DETECTOR_ROUNDS = (4, 1)
+DETECTOR_ROUNDS = (6, 1)
 _RECEIVER = """
 import logging, sys, time
 from oteltest.sink import GrpcSink

@@ -21,7 +21,13 @@ from oteltest.sink import HttpSink
 from krakenfeed.embedded import wait_until
 from krakenfeed.embedded.net import free_port, port_open
 from krakenfeed.telemetry import configure_logging, configure_tracing, redact
-from krakenfeed.telemetry.tracing import BURST_NS, BURST_RECORDS, PRODUCTS
+from krakenfeed.telemetry.tracing import (
+    ANOMALY_DETECTORS,
+    BURST_NS,
+    BURST_RECORDS,
+    LAST_OFFSET,
+    PRODUCTS,
+)
 from tests.conftest import Kafka
 from tests.trace_receiver import TraceReceiver
 
@@ -182,9 +188,12 @@ def test_a_burst_of_records_shares_one_send_span_per_topic(
     assert len(set(sent[ticker])) == 3
     assert len(set(sent[trade][:3])) == 1 and sent[trade][3] != sent[trade][0]
     assert finished() == {sent[ticker][0], sent[ticker][100], sent[trade][0]}
-    # Bursts whose time is up end; the ticker burst has 99 ns left.
+    # Bursts whose time is up end; the ticker burst has 99 ns left, and the loop
+    # is told when that is.
+    assert tracing.bursts_due_ns == start + BURST_NS
     tracing.end_bursts(start + 2 * BURST_NS + 1)
     assert sent[trade][3] in finished() and sent[ticker][150] not in finished()
+    assert tracing.bursts_due_ns == start + 100 + 2 * BURST_NS
     tracing.shutdown()
 
     spans = exporter.get_finished_spans()
@@ -202,6 +211,66 @@ def test_a_burst_of_records_shares_one_send_span_per_topic(
     # It ended when its last record had been handed over, not when that was noticed.
     before, after = handed_over[ticker][BURST_RECORDS - 1]
     assert first.end_time is not None and before <= first.end_time <= after
+
+
+def test_the_detector_gives_a_bursts_records_in_a_row_on_a_partition_one_process_span(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+    sent, exporter = InMemorySpanExporter(), InMemorySpanExporter()
+    ingest = configure_tracing("krakenfeed-ingest", SimpleSpanProcessor(sent))
+    detector = configure_tracing("krakenfeed-detector", SimpleSpanProcessor(exporter))
+    assert ingest is not None and detector is not None
+    topic_name = "krakenfeed.test.process.ticker"
+    burst = ingest.start_send(topic_name, b"PF_XBTUSD", 0)
+    ingest.end_send()
+    ingest.shutdown()
+    assert burst is not None
+    [send] = sent.get_finished_spans()
+
+    def process(offset: int, partition: int = 0, detectors: tuple[str, ...] = ()) -> bool:
+        assert burst is not None and detector is not None
+        traceparent = detector.sampled_traceparent(burst)
+        opened, new = detector.processing(burst, traceparent, topic_name, partition, offset, "g")
+        with detector.within(opened):
+            if detectors:
+                detector.raised(detectors, topic_name, partition, offset, "PF_XBTUSD", "g")
+        opened.processed("PF_XBTUSD", offset)
+        return new
+
+    # Offsets 10-12 in a row share a span, which names the detectors of all of
+    # them; partition 1 has its own; a replay from offset 10 starts a new one.
+    in_a_row = [
+        process(10, detectors=("price_jump",)),
+        process(11),
+        process(12, detectors=("spread_blowout",)),
+    ]
+    assert in_a_row == [True, False, False]
+    assert process(3, partition=1)
+    assert process(10)  # the replay
+    assert len(exporter.get_finished_spans()) == 1, "the first span ended at the replay"
+    detector.end_processing(topic_name, 0)
+    assert len(exporter.get_finished_spans()) == 2
+    detector.end_processing()
+    detector.shutdown()
+    spans = exporter.get_finished_spans()
+    described = [
+        (
+            s.attributes["messaging.kafka.offset"],
+            s.attributes[LAST_OFFSET],
+            s.attributes["messaging.batch.message_count"],
+            s.attributes.get(ANOMALY_DETECTORS),
+        )
+        for s in spans
+        if s.attributes is not None
+    ]
+    assert described == [
+        (10, 12, 3, ("price_jump", "spread_blowout")),
+        (10, 10, 1, None),
+        (3, 3, 1, None),
+    ]
+    assert all(s.parent is not None and s.parent.span_id == send.context.span_id for s in spans)
+    assert all(s.context.trace_id == send.context.trace_id for s in spans)
 
 
 def test_http_protobuf_goes_to_the_endpoints_v1_traces(clean_env: pytest.MonkeyPatch) -> None:

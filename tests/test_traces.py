@@ -173,6 +173,42 @@ def test_one_trace_follows_each_record_from_ingest_to_its_postgresql_batch(
         assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
 
 
+def test_with_half_the_bursts_sampled_each_traced_record_is_in_one_process_span(
+    kafka: Kafka, postgres_url: str, feed: FeedId, otlp: TraceReceiver, tmp_path: Path
+) -> None:
+    # Sampled and unsampled bursts follow each other on each partition: the
+    # detector's span for a burst ends when its partition moves on, and the spans
+    # under each send span hold exactly that burst's records, each once.
+    _run(kafka, postgres_url, feed, otlp, tmp_path, sampling_ratio=0.5)
+    markets = _rows(postgres_url)[0]
+    market_topics = {topic(feed, Stream.TICKER), topic(feed, Stream.TRADE)}
+    # Both workers have exited, and exported everything, by now.
+    ours = otlp.spans(lambda s: s.resource.get("krakenfeed.feed") == str(feed))
+    sends = {
+        s.span_id: s
+        for s in ours
+        if s.kind == "PRODUCER" and s.attributes["messaging.destination.name"] in market_topics
+    }
+    sampled = sum(s.attributes["messaging.batch.message_count"] for s in sends.values())
+    assert 0 < sampled < markets
+    # Records that raised an anomaly without being sampled have root spans of their own.
+    processes = [s for s in ours if s.kind == "CONSUMER" and s.parent_span_id]
+    held: dict[str, int] = dict.fromkeys(sends, 0)
+    offsets: dict[str, list[int]] = {name: [] for name in market_topics}
+    for span in processes:
+        send = sends[span.parent_span_id]
+        assert span.trace_id == send.trace_id
+        destination = send.attributes["messaging.destination.name"]
+        assert span.attributes["messaging.destination.name"] == destination
+        first, last = span.attributes["messaging.kafka.offset"], span.attributes[LAST_OFFSET]
+        assert span.attributes["messaging.batch.message_count"] == last - first + 1
+        held[send.span_id] += last - first + 1
+        offsets[destination].extend(range(first, last + 1))
+    assert held == {i: s.attributes["messaging.batch.message_count"] for i, s in sends.items()}
+    assert all(len(set(o)) == len(o) for o in offsets.values())
+    assert sum(len(o) for o in offsets.values()) == sampled
+
+
 def _check_sends(feed: FeedId, sends: list[ReceivedSpan], markets: int) -> list[ReceivedSpan]:
     # Ingest: one root PRODUCER span per burst of records on a topic, named and
     # described by the messaging conventions, its count of records among them.

@@ -228,12 +228,17 @@ def traced(step: Detect, tracing: Tracing, sink: PostgresSink, group: str) -> An
     """``step`` inside the ``process`` span of each record whose producer sampled it
     (one span for the consecutive records of an ingest burst on a partition); a new
     span's context goes to the sink, whose batch span links to it. Unsampled
-    records cost one look at their headers."""
+    records cost one look at their headers, and one at the open spans."""
     sampled_traceparent = tracing.sampled_traceparent
+    open_processes = tracing.open_processes
 
     def step_traced(value: bytes, key: Any, timestamp_ms: int, headers: Any) -> None:
         traceparent = sampled_traceparent(headers)
         if traceparent is None:
+            if open_processes:
+                # The partition may have moved on from a burst: its span ends here.
+                context = message_context()
+                tracing.end_processing(context.topic, context.partition)
             return step(value, key, timestamp_ms, headers)
         context = message_context()
         opened, new = tracing.processing(

@@ -508,8 +508,8 @@ class IngestWorker:
                 if unpolled >= StreamingProducer.POLL_EVERY:
                     producer.serve()
                     unpolled = 0
-                    if tracing is not None:
-                        tracing.end_bursts(now)
+                if tracing is not None and now >= tracing.bursts_due_ns:
+                    tracing.end_bursts(now)
         except (OSError, websocket.WebSocketException) as exc:
             return self._lost(exc)
         finally:

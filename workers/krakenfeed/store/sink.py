@@ -313,7 +313,10 @@ class PostgresSink(BatchingSink):
         """Write everything added since the last checkpoint, or raise.
 
         The partitions' remainders go as one write: the checkpoint waits for one
-        PostgreSQL transaction, not one per partition."""
+        PostgreSQL transaction, not one per partition. The open ``process`` spans of
+        traced records end here, on the stream's thread, where no record is under way."""
+        if self._tracing is not None:
+            self._tracing.end_processing()
         remainder = [value for values in self._pending.values() for value in values]
         self._pending.clear()
         if remainder:
@@ -325,7 +328,9 @@ class PostgresSink(BatchingSink):
 
     def on_paused(self) -> None:
         """Another sink is backpressured: drop this checkpoint's rows, which are
-        going to be replayed."""
+        going to be replayed (and their open ``process`` spans, which end)."""
+        if self._tracing is not None:
+            self._tracing.end_processing()
         self._pending.clear()
         self._wait_for_writes()
         self._write_error = None

@@ -33,9 +33,9 @@ A record read from Kafka is traced when its ``traceparent`` header says sampled,
 as a parent-based sampler would (``sampled_traceparent``). The detector gives the
 consecutive records of one burst on a partition one ``process`` span, the child of
 the burst's ``send`` span, with the first offset and the last
-(``krakenfeed.kafka.last_offset``); it ends when the partition moves on to another
-burst or when the PostgreSQL batch holding them is written (``writing``), which
-links to it.
+(``krakenfeed.kafka.last_offset``); it ends when the partition moves on to a record
+of another burst or none, or at the next checkpoint; the PostgreSQL batch that
+holds the records links to it.
 
 Anomalies are the exception: a record that raises one is always traced. When its
 producer sampled it, its burst's ``process`` span is marked with the detectors; when not,
@@ -98,6 +98,7 @@ __all__ = [
 
 TRACEPARENT: Final = "traceparent"
 ANOMALY_DETECTORS: Final = "krakenfeed.anomaly.detectors"
+"""Attribute of a ``process`` span whose record raised anomalies: their detectors."""
 PRODUCTS: Final = "krakenfeed.products"
 """Attribute of a span for a burst of records: the products (record keys) in it."""
 LAST_OFFSET: Final = "krakenfeed.kafka.last_offset"
@@ -108,7 +109,6 @@ BURST_NS: Final = 10_000_000
 """Ingest samples bursts: the records of one topic read within 10 ms of the first,
 at most 100 of them. At live rates that is mostly one record; at tens of thousands
 per second it is one span, and one sampling decision, per hundred."""
-"""Attribute of a ``process`` span whose record raised anomalies: their detectors."""
 BATCH_LINKS: Final = 4096
 """Links a span keeps unless ``OTEL_SPAN_LINK_COUNT_LIMIT`` says otherwise: a
 PostgreSQL batch holds up to a few thousand records, each traced at 100%."""
@@ -300,6 +300,8 @@ class Tracing:
         self._root_bound = root_bound
         self._bursts: dict[str, _Burst] = {}
         """Ingest: each topic's current burst."""
+        self.bursts_due_ns = sys.maxsize
+        """Ingest: when the first open sampled burst's time is up (``end_bursts``)."""
         self._sending: _Burst | None = None
         """Ingest: the sampled burst of the record being handed to the producer."""
         self._processing: dict[tuple[str, int], _Processing] = {}
@@ -351,15 +353,20 @@ class Tracing:
             self._sending.last_ns = time.time_ns()
 
     def end_bursts(self, now_ns: int | None = None) -> None:
-        """End the sampled bursts whose time is up at ``now_ns`` (all when None), so
-        that a topic gone quiet does not hold its span back from the exporter."""
+        """End the bursts whose time is up at ``now_ns`` (all when None), so that a
+        topic gone quiet does not hold its span back from the exporter. The read
+        loop calls it once a frame arrives at or after ``bursts_due_ns``."""
+        due = sys.maxsize
         for topic, burst in list(self._bursts.items()):
             if now_ns is not None and now_ns < burst.until_ns:
+                if burst.span is not None:
+                    due = min(due, burst.until_ns)
                 continue
             if self._bursts.pop(topic, None) is burst:
                 burst.end()
                 if burst is self._sending:
                     self._sending = None
+        self.bursts_due_ns = due
 
     def _next_burst(
         self, topic: str, key: bytes | None, now_ns: int
@@ -373,6 +380,7 @@ class Tracing:
             self._unsampled_ahead -= 1
             return None
         self._unsampled_ahead = self._gap()
+        self.bursts_due_ns = min(self.bursts_due_ns, burst.until_ns)
         burst.span = self._send_span(self._sampled_trace_id(), topic, None)
         burst.headers = self._inject(burst.span)
         burst.add(key)
@@ -437,11 +445,13 @@ class Tracing:
         """The detector's ``process`` span for a sampled record, and whether it is
         new: the records of one ingest burst that follow each other on a partition
         share one, a child of the burst's ``send`` span. Open until the partition
-        moves to another burst, or the next PostgreSQL batch (``writing``)."""
+        moves on to another record, or the next checkpoint (``end_processing``)."""
         at = (topic, partition)
         opened = self._processing.get(at)
         if opened is not None:
-            if opened.traceparent == traceparent:
+            # The next record of the same burst; a replay after backpressure
+            # starts over from the committed offset and gets a span of its own.
+            if opened.traceparent == traceparent and offset == opened.last_offset + 1:
                 return opened, False
             opened.end()
         span = self.tracer.start_span(
@@ -458,8 +468,20 @@ class Tracing:
         """``opened``'s span as the current one, left open."""
         return trace.use_span(opened.span, end_on_exit=False)
 
-    def end_processing(self) -> None:
-        """End the detector's open ``process`` spans."""
+    @property
+    def open_processes(self) -> Mapping[tuple[str, int], _Processing]:
+        """The detector's open ``process`` spans by partition (a live view)."""
+        return self._processing
+
+    def end_processing(self, topic: str | None = None, partition: int = 0) -> None:
+        """End the detector's open ``process`` span on ``topic``'s ``partition``, or
+        all of them. The stream's thread only, between records: when a partition
+        moves on from a burst, and at each checkpoint."""
+        if topic is not None:
+            opened = self._processing.pop((topic, partition), None)
+            if opened is not None:
+                opened.end()
+            return
         for opened in self._processing.values():
             opened.end()
         self._processing.clear()
@@ -502,9 +524,7 @@ class Tracing:
     def writing(
         self, rows_by_table: Mapping[str, int], links: Sequence[SpanContext]
     ) -> contextlib.AbstractContextManager[trace.Span]:
-        """A span for one PostgreSQL batch, linked to the traced records it holds,
-        whose ``process`` spans end first: the batch is where their work ends."""
-        self.end_processing()
+        """A span for one PostgreSQL batch, linked to the traced records it holds."""
         tables = sorted(rows_by_table)
         summary = " ".join(f"INSERT {table}" for table in tables) or "INSERT"
         attributes: dict[str, str | int] = {

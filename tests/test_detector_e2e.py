@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
+from krakenfeed import pipeline
 from krakenfeed.contracts import (
     Anomaly,
     DeadLetter,
@@ -28,8 +29,15 @@ from krakenfeed.contracts import (
 )
 from krakenfeed.detect import DetectorConfig, DetectorEngine
 from krakenfeed.embedded import run_until
-from krakenfeed.kafka import client_closed, contract_topics, make_application, produce_records
+from krakenfeed.kafka import (
+    client_closed,
+    contract_topics,
+    end_offsets,
+    make_application,
+    produce_records,
+)
 from krakenfeed.market import generate_market
+from krakenfeed.monitoring.detector import ConsumerStats, StuckWatch, detector_live
 from krakenfeed.pipeline import build_detector_app, trade_stream_config
 from krakenfeed.store import PostgresSink
 from tests.conftest import RETENTION_DAYS, Kafka
@@ -254,14 +262,22 @@ class _OutageAfterFirstWrite(PostgresSink):
 
 
 def test_a_postgresql_outage_pauses_the_detector_and_loses_nothing(
-    kafka: Kafka, postgres_url: str, postgres_admin_url: str, feed: FeedId, tmp_path: Path
+    kafka: Kafka,
+    postgres_url: str,
+    postgres_admin_url: str,
+    feed: FeedId,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Statistics well within the watch's second: reading, positions keep moving.
+    monkeypatch.setattr(pipeline, "STATS_INTERVAL_MS", 100)
     _publish(kafka, feed)
     database = psycopg.conninfo.conninfo_to_dict(postgres_url)["dbname"]
     markets = len(MARKET.records)
     sink = _OutageAfterFirstWrite(
         postgres_admin_url, database, feed, postgres_url, retention_days=RETENTION_DAYS
     )
+    stats = ConsumerStats(sources=pipeline.consumed_topics(feed))
     app, _ = build_detector_app(
         feed,
         kafka.bootstrap,
@@ -269,22 +285,30 @@ def test_a_postgresql_outage_pauses_the_detector_and_loses_nothing(
         state_dir=tmp_path,
         sink=sink,
         commit_interval=0.05,
+        consumer_stats=stats.update,
     )
+    # Waiting out the outage with records waiting is not being stuck.
+    watch = StuckWatch(stats, sink, end_offsets(kafka.bootstrap), 1.0, interval_s=0.1)
     restored = [False]
+    not_live: list[str] = []
 
     def recovered() -> bool:
         sink.health_seen.add(sink.health)
+        not_live.extend(detector_live(stats, watch))
         restored[0] = restored[0] or sink.restore_after(2.0)
         return restored[0] and sink.written["Ticker"] + sink.written["Trade"] >= markets
 
+    watch.start()
     try:
         run_until(app, recovered, 120, "the outage to pass and every record to be written")
     finally:
+        watch.stop()
         sink.close()
     assert sink.written_at_cut is not None
     assert 0 < sink.written_at_cut < markets, "the outage hit mid-stream"
     assert sink.health_seen == {"ok", "database unavailable"}
     assert sink.health == "ok"
+    assert not_live == []
     with psycopg.connect(postgres_url) as conn:
         counts = conn.execute(
             "SELECT (SELECT count(*) FROM ticker), (SELECT count(*) FROM trades)"

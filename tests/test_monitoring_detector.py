@@ -12,13 +12,18 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
+from krakenfeed import pipeline
 from krakenfeed.contracts import FeedId, Stream, topic
 from krakenfeed.contracts import monitoring as m
 from krakenfeed.embedded import EmbeddedKafka, EmbeddedPostgres, free_port, wait_until
+from krakenfeed.embedded.run import run_until
+from krakenfeed.kafka import end_offsets
+from krakenfeed.monitoring.detector import ConsumerStats, StuckWatch, detector_live
 from tests.conftest import RETENTION_DAYS, Kafka
 from tests.scrape import Scrape, live, ready
 from tests.test_detector_e2e import MARKET, _publish
@@ -155,3 +160,68 @@ def test_readiness_follows_the_broker(
         finally:
             managed_kafka.resume()
         wait_until(lambda: ready(port) == (200, "ok\n"), 15, "ready with the broker back")
+
+
+def test_a_consumer_that_polls_but_reads_nothing_while_records_wait_is_not_live(
+    kafka: Kafka,
+    feed: FeedId,
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The stream keeps polling (statistics keep coming) while its partitions read
+    # nothing, as when the broker's group coordinator stopped answering: with
+    # records waiting on the broker the watch says stuck after stuck_after_s, and
+    # liveness fails; reading again, both clear.
+    monkeypatch.setattr(pipeline, "STATS_INTERVAL_MS", 200)
+    _publish(kafka, feed)
+    markets = len(MARKET.records)
+    stats = ConsumerStats(sources=pipeline.consumed_topics(feed))
+    app, sink = pipeline.build_detector_app(
+        feed,
+        kafka.bootstrap,
+        postgres_url,
+        state_dir=tmp_path,
+        retention_days=RETENTION_DAYS,
+        consumer_stats=stats.update,
+    )
+    watch = StuckWatch(stats, sink, end_offsets(kafka.bootstrap), 1.0, interval_s=0.2).start()
+    consumer = app._processing_context.consumer
+    seen: dict[str, list[str]] = {}
+
+    def written() -> int:
+        return sink.written["Ticker"] + sink.written["Trade"]
+
+    def sources() -> list[Any]:
+        return [tp for tp in consumer.assignment() if tp.topic in stats.sources]
+
+    def step() -> bool:
+        problems = detector_live(stats, watch)
+        if "paused" not in seen:
+            seen.setdefault("reading", []).extend(problems)
+            if written() >= markets:
+                # The stream's own partitions; its changelogs are paused already.
+                consumer.pause(sources())
+                seen["paused"] = []
+                _publish(kafka, feed)  # the same records again: upserts
+        elif "resumed" not in seen:
+            if problems:
+                seen["paused"] = problems
+                consumer.resume(sources())
+                seen["resumed"] = []
+        else:
+            seen["resumed"] = problems
+            return not problems and written() >= 2 * markets
+        return False
+
+    try:
+        run_until(app, step, 90, "stuck, then reading again")
+    finally:
+        watch.stop()
+        sink.close()
+    assert seen["reading"] == []
+    [problem] = seen["paused"]
+    assert problem.startswith("the detector's consumer has not moved for "), problem
+    waiting = int(problem.split(" with ")[1].split()[0])
+    assert 0 < waiting <= markets, problem
+    assert seen["resumed"] == []

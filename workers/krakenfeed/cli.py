@@ -163,7 +163,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     import msgspec
 
     from krakenfeed.detect import DetectorConfig
-    from krakenfeed.pipeline import build_detector_app
+    from krakenfeed.pipeline import build_detector_app, consumed_topics
 
     try:
         config = msgspec.json.decode(args.detector_config or "{}", type=DetectorConfig)
@@ -174,7 +174,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if args.http_port:
         from krakenfeed.monitoring.detector import ConsumerStats
 
-        stats = ConsumerStats()
+        stats = ConsumerStats(sources=consumed_topics(feed))
     tracing = _tracing("detect")
     app, sink = build_detector_app(
         feed,

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 with warnings.catch_warnings():
@@ -135,6 +135,25 @@ def broker_check(broker: str, timeout_s: float = 2.0) -> Callable[[], None]:
         admin.list_topics(timeout=timeout_s)
 
     return check
+
+
+def end_offsets(
+    broker: str, timeout_s: float = 2.0
+) -> Callable[[Iterable[tuple[str, int]]], dict[tuple[str, int], int]]:
+    """Each partition's end (high watermark) as the broker says now, on a client of
+    its own: for health checks, never for the data path."""
+    client = Consumer({"bootstrap.servers": broker, "group.id": "krakenfeed-end-offsets"})
+
+    def ends(partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        found: dict[tuple[str, int], int] = {}
+        for topic_name, partition in partitions:
+            _, high = client.get_watermark_offsets(
+                TopicPartition(topic_name, partition), timeout=timeout_s, cached=False
+            )
+            found[(topic_name, partition)] = high
+        return found
+
+    return ends
 
 
 class StreamingProducer(Producer):

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -442,6 +442,21 @@ class SilenceWatch:
                 )
 
 
+CONSUMED: Final[tuple[tuple[Stream, type[Any]], ...]] = (
+    (Stream.TICKER, Ticker),
+    (Stream.TRADE, Trade),
+    (Stream.DLQ, DeadLetter),
+    (Stream.QUALITY, QualityEvent),
+)
+"""The streams the detector reads, and their records: the market streams through
+the detectors, the dead letters and quality events into PostgreSQL."""
+
+
+def consumed_topics(feed: FeedId) -> frozenset[str]:
+    """The topics the detector's consumer reads (not its state's changelogs)."""
+    return frozenset(topic(feed, stream) for stream, _ in CONSUMED)
+
+
 def build_detector_app(
     feed: FeedId,
     broker: str,
@@ -508,8 +523,8 @@ def build_detector_app(
         return app.dataframe(topics[stream]).apply(Decoder(feed, stream, kind), metadata=True)
 
     engines = {
-        (Stream.TICKER, Ticker): DetectorEngine(feed, config),
-        (Stream.TRADE, Trade): DetectorEngine(feed, trade_stream_config(config)),
+        CONSUMED[0]: DetectorEngine(feed, config),
+        CONSUMED[1]: DetectorEngine(feed, trade_stream_config(config)),
     }
     for (stream, kind), engine in engines.items():
         sdf = app.dataframe(topics[stream])
@@ -544,8 +559,8 @@ def build_detector_app(
         # registered, both are flushed by every checkpoint like a ``.sink()``.
         processing.sink_manager.register(states)
         processing.sink_manager.register(sink)
-    decoded(Stream.DLQ, DeadLetter).sink(sink)
-    decoded(Stream.QUALITY, QualityEvent).sink(sink)
+    for stream, kind in CONSUMED[2:]:
+        decoded(stream, kind).sink(sink)
     return app, sink
 
 

@@ -131,7 +131,7 @@ def _publish(
                 headers=headers,
             )
             if headers is not None and tracing is not None:
-                tracing.end_send()
+                tracing.end_send(name)
     if tracing:
         tracing.shutdown()
 

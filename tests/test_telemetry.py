@@ -102,7 +102,7 @@ def test_roots_are_sampled_by_the_trace_id_ratio_rule_before_any_span_exists(
         # A burst's time apart: each record starts a burst of its own.
         headers = tracing.start_send("krakenfeed.test.ratio.ticker", b"PF_XBTUSD", draw * BURST_NS)
         if headers is not None:
-            tracing.end_send()
+            tracing.end_send("krakenfeed.test.ratio.ticker")
             sampled.append(headers)
             at.append(draw)
     tracing.shutdown()
@@ -137,7 +137,7 @@ def test_ratios_zero_and_one_sample_no_record_and_every_record(
     count = 0
     for draw in range(2000):
         if tracing.start_send("krakenfeed.test.ratio.ticker", None, draw * BURST_NS) is not None:
-            tracing.end_send()
+            tracing.end_send("krakenfeed.test.ratio.ticker")
             count += 1
     tracing.shutdown()
     assert count == sampled
@@ -162,7 +162,7 @@ def test_a_burst_of_records_shares_one_send_span_per_topic(
         headers = tracing.start_send(topic, key, now_ns)
         assert headers is not None
         before = time.time_ns()
-        tracing.end_send()
+        tracing.end_send(topic)
         handed_over[topic].append((before, time.time_ns()))
         [(name, value)] = headers
         assert name == "traceparent" and int(value[-2:], 16) & 1
@@ -223,7 +223,7 @@ def test_the_detector_gives_a_bursts_records_in_a_row_on_a_partition_one_process
     assert ingest is not None and detector is not None
     topic_name = "krakenfeed.test.process.ticker"
     burst = ingest.start_send(topic_name, b"PF_XBTUSD", 0)
-    ingest.end_send()
+    ingest.end_send(topic_name)
     ingest.shutdown()
     assert burst is not None
     [send] = sent.get_finished_spans()

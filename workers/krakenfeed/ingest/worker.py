@@ -493,7 +493,7 @@ class IngestWorker:
                             *message, timestamp=timestamp, on_delivery=on_delivery, headers=headers
                         )
                     if headers is not None and tracing is not None:
-                        tracing.end_send()
+                        tracing.end_send(message[0])
                     produced[kind.__name__] += 1
                     if kind is QualityEvent:
                         # Failures and refusals come as quality events: the only

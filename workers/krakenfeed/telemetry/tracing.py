@@ -302,8 +302,6 @@ class Tracing:
         """Ingest: each topic's current burst."""
         self.bursts_due_ns = sys.maxsize
         """Ingest: when the first open sampled burst's time is up (``end_bursts``)."""
-        self._sending: _Burst | None = None
-        """Ingest: the sampled burst of the record being handed to the producer."""
         self._processing: dict[tuple[str, int], _Processing] = {}
         """Detector: each partition's open ``process`` span."""
         self._unsampled_ahead = self._gap()
@@ -343,14 +341,12 @@ class Tracing:
             burst.left -= 1
             if burst.span is not None:
                 burst.add(key)
-                self._sending = burst
             return burst.headers
         return self._next_burst(topic, key, now_ns)
 
-    def end_send(self) -> None:
-        """The last record of the open sampled burst was handed to the producer."""
-        if self._sending is not None:
-            self._sending.last_ns = time.time_ns()
+    def end_send(self, topic: str) -> None:
+        """The latest record of ``topic``'s sampled burst was handed to the producer."""
+        self._bursts[topic].last_ns = time.time_ns()
 
     def end_bursts(self, now_ns: int | None = None) -> None:
         """End the bursts whose time is up at ``now_ns`` (all when None), so that a
@@ -364,8 +360,6 @@ class Tracing:
                 continue
             if self._bursts.pop(topic, None) is burst:
                 burst.end()
-                if burst is self._sending:
-                    self._sending = None
         self.bursts_due_ns = due
 
     def _next_burst(
@@ -384,7 +378,6 @@ class Tracing:
         burst.span = self._send_span(self._sampled_trace_id(), topic, None)
         burst.headers = self._inject(burst.span)
         burst.add(key)
-        self._sending = burst
         return burst.headers
 
     @contextlib.contextmanager
